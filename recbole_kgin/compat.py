@@ -1,0 +1,132 @@
+"""Fixes that let RecBole 1.2.1 run on today's stack.
+
+RecBole 1.2.1 (the latest release) breaks in three places on the versions that pip
+installs today. Each fix below names the RecBole line it addresses and leaves the
+math of the affected model unchanged. :func:`apply` installs all of them; it is
+idempotent and runs when :mod:`recbole_kgin` is imported.
+
+The other breakage, pandas 3 (RecBole fills missing values with chained
+``feat[field].fillna(..., inplace=True)``, a no-op under copy-on-write), is handled
+by pinning ``pandas<3`` in ``setup.py`` rather than by a patch.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from typing import Any, Dict
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+# --- 1. torch >= 2.6: torch.load defaults to weights_only=True ---------------------
+# recbole/trainer/trainer.py:583 (Trainer.evaluate, load_best_model=True) and
+# recbole/trainer/trainer.py:323 (Trainer.resume_checkpoint) call
+# ``torch.load(checkpoint_file, map_location=self.device)`` on RecBole's own
+# checkpoints, which pickle the Config object; the weights-only unpickler rejects
+# them. The trainer module gets a view of ``torch`` whose ``load`` reads these
+# trusted, self-written checkpoints with ``weights_only=False``; every other
+# attribute is torch's own, and torch itself is left untouched.
+class _TrustedCheckpointTorch(types.ModuleType):
+    """``torch`` as seen by recbole.trainer.trainer, with a full-pickle ``load``."""
+
+    def __init__(self) -> None:
+        super().__init__("torch")
+        self.load = functools.partial(torch.load, weights_only=False)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch, name)
+
+
+def _patch_trainer_torch_load() -> None:
+    import recbole.trainer.trainer as recbole_trainer
+
+    if not isinstance(recbole_trainer.torch, _TrustedCheckpointTorch):
+        recbole_trainer.torch = _TrustedCheckpointTorch()
+
+
+# --- 2. SciPy >= 1.12: dok_matrix._update was removed --------------------------------
+# recbole/model/knowledge_aware_recommender/kgin.py:356 (and lightgcn.py:111,
+# ngcf.py:110, ncl.py:131, gcmc.py:174, spectralcf.py:123, mcclk.py:425) build their
+# adjacency with ``A._update(data_dict)``. SciPy < 1.12 defined it as a plain
+# ``dict.update`` of the (row, col) -> value store; this restores exactly that.
+def _dok_update(self: sp.dok_matrix, data: Dict[Any, Any]) -> None:
+    self._dict.update(data)
+
+
+def _patch_dok_update() -> None:
+    if not hasattr(sp.dok_matrix, "_update"):
+        sp.dok_matrix._update = _dok_update
+
+
+# --- 3. KGAT needs DGL 0.x ---------------------------------------------------------
+# recbole/model/knowledge_aware_recommender/kgat.py:87 builds
+# ``dataset.ckg_graph(form="dgl")`` and kgat.py:146-156 (KGAT.init_graph) calls
+# ``dgl.edge_subgraph(..., preserve_nodes=True).adjacency_matrix(transpose=False,
+# scipy_fmt="coo")``, arguments no installable DGL accepts. init_graph computes
+# A = sum over relations r of D_r^-1 A_r, where A_r[h, t] counts the CKG edges
+# (h, r, t) with rows as sources (DGL's transpose=False) and D_r its row sums. The
+# replacement computes the same matrix with SciPy from the CKG edges KGAT already
+# holds (all_hs, all_ts, all_rs), and ckg_graph(form="dgl") returns those edges as a
+# SciPy COO matrix when DGL cannot be imported (KGAT keeps it but no longer reads it).
+def _kgat_init_graph(self: Any) -> torch.Tensor:
+    heads = self.all_hs.cpu().numpy()
+    tails = self.all_ts.cpu().numpy()
+    relations = self.all_rs.cpu().numpy()
+    n_nodes = self.matrix_size[0]
+    final_adj = sp.csr_matrix((n_nodes, n_nodes), dtype=np.float64)
+    for rel_type in range(1, self.n_relations):
+        selected = relations == rel_type
+        adj = sp.coo_matrix(
+            (np.ones(int(selected.sum())), (heads[selected], tails[selected])),
+            shape=(n_nodes, n_nodes),
+        )
+        row_sum = np.asarray(adj.sum(1)).flatten()
+        with np.errstate(divide="ignore"):
+            d_inv = np.power(row_sum, -1.0)
+        d_inv[np.isinf(d_inv)] = 0.0
+        final_adj = final_adj + sp.diags(d_inv).dot(adj)
+    final_adj = final_adj.tocoo()
+    indices = torch.LongTensor(np.array([final_adj.row, final_adj.col]))
+    values = torch.FloatTensor(final_adj.data)
+    matrix = torch.sparse_coo_tensor(indices, values, self.matrix_size)
+    return matrix.coalesce().to(self.device)
+
+
+def _dgl_importable() -> bool:
+    try:
+        import dgl  # noqa: F401
+    except Exception:  # DGL missing, or an install that fails to load
+        return False
+    return True
+
+
+def _ckg_graph_without_dgl(original):
+    @functools.wraps(original)
+    def ckg_graph(self, form="coo", value_field=None):
+        if form == "dgl" and not _dgl_importable():
+            form = "coo"
+        return original(self, form=form, value_field=value_field)
+
+    ckg_graph.__wrapped_by_recbole_kgin__ = True
+    return ckg_graph
+
+
+def _patch_kgat_without_dgl() -> None:
+    from recbole.data.dataset import KnowledgeBasedDataset
+    from recbole.model.knowledge_aware_recommender.kgat import KGAT
+
+    KGAT.init_graph = _kgat_init_graph
+    if not getattr(KnowledgeBasedDataset.ckg_graph, "__wrapped_by_recbole_kgin__", False):
+        KnowledgeBasedDataset.ckg_graph = _ckg_graph_without_dgl(
+            KnowledgeBasedDataset.ckg_graph
+        )
+
+
+def apply() -> None:
+    """Install every fix; calling it again changes nothing."""
+    _patch_trainer_torch_load()
+    _patch_dok_update()
+    _patch_kgat_without_dgl()

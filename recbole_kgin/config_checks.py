@@ -1,0 +1,78 @@
+"""Checks of config values, so a bad value fails at once with a one-line message.
+
+A check is ``(predicate, expectation)``; :func:`check_config_values` applies the
+common checks below plus the model class's own ``config_checks`` (same form).
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
+
+from recbole_kgin.errors import UserInputError
+
+Check = Tuple[Callable[[Any], bool], str]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def positive_int() -> Check:
+    return (lambda v: _is_int(v) and v > 0, "a positive integer")
+
+
+def non_negative_int() -> Check:
+    return (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+
+
+def positive_number() -> Check:
+    return (lambda v: _is_number(v) and v > 0, "a positive number")
+
+
+def non_negative_number() -> Check:
+    return (lambda v: _is_number(v) and v >= 0, "a number >= 0")
+
+
+def rate() -> Check:
+    return (lambda v: _is_number(v) and 0 <= v < 1, "a rate in [0, 1)")
+
+
+def one_of(choices: Sequence[Any]) -> Check:
+    return (lambda v: v in choices, "one of " + ", ".join(map(str, choices)))
+
+
+def boolean() -> Check:
+    return (lambda v: isinstance(v, bool), "True or False")
+
+
+COMMON_CHECKS: Dict[str, Check] = {
+    "epochs": non_negative_int(),
+    "train_batch_size": positive_int(),
+    "eval_batch_size": positive_int(),
+    "learning_rate": positive_number(),
+    "eval_step": positive_int(),
+    "stopping_step": positive_int(),
+    "seed": non_negative_int(),
+    "embedding_size": positive_int(),
+    "weight_decay": non_negative_number(),
+}
+
+
+def check_config_values(config: Mapping[str, Any], model_class: type) -> None:
+    """Raise :class:`UserInputError` for the first value that fails its check."""
+    checks = dict(COMMON_CHECKS)
+    checks.update(getattr(model_class, "config_checks", {}))
+    for key, (predicate, expectation) in checks.items():
+        if key not in config:
+            continue
+        value = config[key]
+        if not predicate(value):
+            raise UserInputError(
+                f"bad config value {key}={value!r}: expected {expectation} "
+                f"(set it with --{key}=... or '{key}:' in a config file)"
+            )

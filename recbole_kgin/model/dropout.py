@@ -1,0 +1,72 @@
+"""Node and message dropout, made cheap on CPU.
+
+``torch.nn.functional.dropout`` draws one float per element through ``bernoulli_``,
+which on CPU costs ~19 ms for a 34k x 64 table, more than the sparse products of a
+hop. :func:`keep_mask` takes four 15-bit uniforms from each 64-bit draw instead
+(~8x fewer generator calls); the drop probability is thereby rounded to a multiple
+of 1/32768 (0.1 -> 0.100006; 0.5 is exact).
+
+KGIN L2-normalises every hop's output right after message dropout, so the two are
+one step here (:func:`dropout_normalize`) with a hand-written backward.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+_LEVELS = 1 << 15
+_NORMALIZE_EPS = 1e-12  # F.normalize's default
+
+
+def keep_mask(shape: Union[int, Sequence[int]], rate: float, device: torch.device) -> torch.Tensor:
+    """Bool tensor of ``shape``: True with probability ``1 - rate`` (see module note)."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    count = 1
+    for size in shape:
+        count *= size
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_()
+    lanes = words.view(torch.int16)[:count] & (_LEVELS - 1)
+    return (lanes >= round(rate * _LEVELS)).view(shape)
+
+
+class _DropoutNormalize(torch.autograd.Function):
+    """``normalize(dropout(x))`` row-wise, with one mask and few passes over memory.
+
+    Dropout's 1/(1 - rate) rescaling cancels in the normalisation, so the forward is
+    ``z = x * keep; z / max(|z|, eps * (1 - rate))``, which equals
+    ``F.normalize(F.dropout(x, rate))`` exactly, the ``eps`` corner case included.
+    ``keep`` is a 0/1 float tensor: multiplying by it is ~10x cheaper than
+    ``masked_fill`` with a bool mask.
+    """
+
+    @staticmethod
+    def forward(ctx, x, keep, eps):
+        z = x * keep
+        norms = torch.linalg.vector_norm(z, dim=1, keepdim=True)
+        clamped = norms <= eps
+        denominators = norms.clamp_min(eps)
+        out = z.div_(denominators)
+        ctx.save_for_backward(out, denominators, clamped, keep)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        out, denominators, clamped, keep = ctx.saved_tensors
+        projection = (out * grad_out).sum(dim=1, keepdim=True).masked_fill_(clamped, 0.0)
+        grad = torch.addcmul(grad_out, out, projection, value=-1.0)
+        grad.div_(denominators).mul_(keep)
+        return grad, None, None
+
+
+def dropout_normalize(x: torch.Tensor, rate: float) -> torch.Tensor:
+    """Row-wise L2 normalisation of ``x`` after message dropout at ``rate`` (0 = none).
+
+    (n, d) -> (n, d); equals ``F.normalize(F.dropout(x, rate))`` in distribution.
+    """
+    if rate <= 0:
+        return F.normalize(x)
+    keep = keep_mask(x.shape, rate, x.device).to(x.dtype)
+    return _DropoutNormalize.apply(x, keep, _NORMALIZE_EPS * (1.0 - rate))

@@ -1,0 +1,352 @@
+"""Sparse operators behind KGIN's two aggregations, built for per-batch dropout.
+
+Both aggregations are products of a sparse matrix whose structure is fixed and of
+which each mini-batch keeps a random subset of entries (node dropout).
+:class:`CSRPattern` holds a structure in CSR order with its transpose and the
+permutation between them; :meth:`CSRPattern.select` cuts a batch's subset in linear
+time (no sort). Products run as weighted ``embedding_bag`` sums (one bag per row),
+about 3x faster on CPU than torch's sparse CSR product, forward through the pattern
+and backward through its transpose.
+
+Only what the loss can reach is computed (the receptive field): the last hop outputs
+the items only, hop ``l`` the items plus the KG tails that hop ``l + 1`` reads, and
+the user side only the batch's users (users never exchange messages).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Prepared = Tuple["CSRPattern", torch.Tensor]  # a batch's pattern and its values
+
+
+def _row_pointers(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    pointers = torch.zeros(n_rows + 1, dtype=torch.int64, device=rows.device)
+    torch.cumsum(torch.bincount(rows, minlength=n_rows), dim=0, out=pointers[1:])
+    return pointers
+
+
+class CSRPattern:
+    """A sparsity pattern (row, col) sorted by row, and its transpose.
+
+    Args:
+        rows, cols: int64 tensors of length nnz, sorted by row.
+        shape: (n_rows, n_cols).
+        perm_t: positions of the entries in column-major order (computed if None).
+    """
+
+    def __init__(
+        self,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        shape: Tuple[int, int],
+        perm_t: Optional[torch.Tensor] = None,
+    ) -> None:
+        if perm_t is None:
+            order = np.lexsort((rows.cpu().numpy(), cols.cpu().numpy()))
+            perm_t = torch.from_numpy(order).to(rows.device)
+        self.shape = shape
+        self.row, self.col, self.perm_t = rows, cols, perm_t
+        self.crow = _row_pointers(rows, shape[0])
+        self.crow_t = _row_pointers(cols.index_select(0, perm_t), shape[1])
+        self.col_t = rows.index_select(0, perm_t)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.col.numel())
+
+    def to(self, device: torch.device) -> "CSRPattern":
+        for name in ("row", "col", "crow", "perm_t", "crow_t", "col_t"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def select(
+        self, keep: torch.Tensor, row_map: Optional[torch.Tensor] = None, n_rows: Optional[int] = None
+    ) -> Tuple["CSRPattern", torch.Tensor]:
+        """The sub-pattern of the entries where ``keep`` (bool, nnz) is True.
+
+        ``row_map`` (n_rows_old,) renumbers rows (-1 for rows with no kept entry)
+        into ``n_rows`` new rows, keeping their order. Returns the new pattern and
+        the positions of its entries in this one (to gather values).
+        """
+        kept = keep.nonzero().squeeze(1)
+        new_position = torch.cumsum(keep, dim=0) - 1
+        rows = self.row.index_select(0, kept)
+        shape = self.shape
+        if row_map is not None:
+            rows = row_map.index_select(0, rows)
+            shape = (n_rows, self.shape[1])
+        kept_t = keep.index_select(0, self.perm_t).nonzero().squeeze(1)
+        perm_t = new_position.index_select(0, self.perm_t.index_select(0, kept_t))
+        return CSRPattern(rows, self.col.index_select(0, kept), shape, perm_t), kept
+
+    def product(self, values: Optional[torch.Tensor], dense: torch.Tensor) -> torch.Tensor:
+        """``A @ dense`` (no autograd): (n_cols, d) -> (n_rows, d); ``values`` None = ones.
+
+        ``dense`` is detached so torch takes its forward-only embedding-bag kernel
+        (~4x faster than the one that records what its own backward would need).
+        """
+        return F.embedding_bag(
+            self.col, dense.detach(), self.crow[:-1], mode="sum", per_sample_weights=values
+        )
+
+    def product_transposed(self, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """``A^T @ dense`` (no autograd): (n_rows, d) -> (n_cols, d)."""
+        return F.embedding_bag(
+            self.col_t,
+            dense.detach(),
+            self.crow_t[:-1],
+            mode="sum",
+            per_sample_weights=values.index_select(0, self.perm_t),
+        )
+
+    def matmul(self, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """``A @ dense``, differentiable in ``dense``."""
+        return _SparseMatmul.apply(values.to(dense.dtype), dense, self)
+
+
+class _SparseMatmul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, values, dense, pattern):
+        ctx.pattern = pattern
+        ctx.save_for_backward(values)
+        return pattern.product(values, dense)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (values,) = ctx.saved_tensors
+        return None, ctx.pattern.product_transposed(values, grad_out.contiguous()), None
+
+
+class _KGHop:
+    """The KG operator of one hop, over the rows that hop must produce.
+
+    Edges are grouped by (relation, head); groups are sorted by relation.
+
+    - ``gather``: pattern (groups, input rows); entry = one edge, column = its tail.
+    - ``edges``: for each ``gather`` entry, the edge's position in the graph's order.
+    - ``group_head``: each group's head as an output row; ``head_sum`` the static
+      (output rows, groups) pattern of ones that adds groups into their head.
+    - ``segments``: ``(relation, start, end)`` group runs of one relation.
+    """
+
+    def __init__(self, heads, relations, tails, edges, output_rows, input_rows) -> None:
+        local_heads = np.searchsorted(output_rows, heads)
+        groups, group_of_edge = np.unique(
+            np.stack([relations, local_heads], axis=1), axis=0, return_inverse=True
+        )
+        group_of_edge = group_of_edge.reshape(-1)
+        order = np.lexsort((tails, group_of_edge))
+        self.edges = torch.from_numpy(edges[order])
+        self.gather = CSRPattern(
+            torch.from_numpy(group_of_edge[order]),
+            torch.from_numpy(np.searchsorted(input_rows, tails[order])),
+            (len(groups), len(input_rows)),
+        )
+        self.group_head = torch.from_numpy(groups[:, 1].copy())
+        by_head = np.argsort(groups[:, 1], kind="stable")
+        self.head_sum = CSRPattern(
+            torch.from_numpy(groups[by_head, 1]), torch.from_numpy(by_head), (len(output_rows), len(groups))
+        )
+        self.output_rows = torch.from_numpy(output_rows)
+        bounds = np.cumsum(np.bincount(groups[:, 0])).tolist() if len(groups) else []
+        self.segments = [
+            (relation, start, end)
+            for relation, (start, end) in enumerate(zip([0] + bounds[:-1], bounds))
+            if end > start
+        ]
+
+    def to(self, device: torch.device) -> "_KGHop":
+        for name in ("edges", "group_head", "output_rows"):
+            setattr(self, name, getattr(self, name).to(device))
+        self.gather.to(device)
+        self.head_sum.to(device)
+        return self
+
+
+class _RelationalMean(torch.autograd.Function):
+    """One KG hop: ``Y[h] = sum_r R[r] * sum_{(h, r, t)} w_e X[t]``.
+
+    Forward: weighted sums of tails per (relation, head) group (one embedding bag),
+    times the relation vector in place (one relation run at a time), added into
+    heads (a second bag). Backward mirrors it; the group sums are recomputed rather
+    than stored. No (edges, d) or (pairs, d) tensor of gathered rows is built.
+    """
+
+    @staticmethod
+    def forward(ctx, entity, relation, values, gather, hop):
+        groups = gather.product(values, entity)
+        ctx.gather, ctx.hop = gather, hop
+        ctx.save_for_backward(entity, relation, values)
+        for rel, start, end in hop.segments:
+            groups[start:end].mul_(relation[rel])
+        return hop.head_sum.product(None, groups)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        entity, relation, values = ctx.saved_tensors
+        gather, hop = ctx.gather, ctx.hop
+        grad_groups = grad_out.index_select(0, hop.group_head)
+        groups = gather.product(values, entity)
+        grad_relation = torch.zeros_like(relation)
+        for rel, start, end in hop.segments:
+            grad_relation[rel] = (grad_groups[start:end] * groups[start:end]).sum(dim=0)
+            grad_groups[start:end].mul_(relation[rel])
+        grad_entity = gather.product_transposed(values, grad_groups)
+        return grad_entity, grad_relation, None, None, None
+
+
+class KnowledgeGraph:
+    """The KG as the operator of KGIN's relation-aware mean (paper Eq. 11, code):
+
+        e_h^(l+1) = 1/|N_h| * sum_{(h, r, t) in N_h} e_t^(l) * e_r
+
+    Args:
+        heads, relations, tails: int arrays of triples, relations in [0, n_relations);
+            duplicate triples are removed (as the authors do).
+        n_entities: entity rows; entities ``0..n_items-1`` are the items.
+        n_items: number of items.
+        n_hops: L.
+
+    Hop ``l`` (1-based) maps its input rows (all entities for ``l = 1``, else the
+    rows of hop ``l - 1``) to its output rows ``hop_rows(l)``, which always start with
+    the ``n_items`` items; the last hop outputs exactly the items.
+    """
+
+    def __init__(
+        self,
+        heads: np.ndarray,
+        relations: np.ndarray,
+        tails: np.ndarray,
+        n_entities: int,
+        n_items: int,
+        n_hops: int,
+    ) -> None:
+        triples = np.unique(np.stack([heads, relations, tails], axis=1).astype(np.int64), axis=0)
+        triples = triples.reshape(-1, 3)
+        self.heads = torch.from_numpy(triples[:, 0].copy())
+        self.relations = torch.from_numpy(triples[:, 1].copy())
+        self.tails = torch.from_numpy(triples[:, 2].copy())
+        self.n_entities = n_entities
+        self.hops = self._build_hops(triples, n_entities, n_items, n_hops)
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.heads.numel())
+
+    @staticmethod
+    def _build_hops(triples: np.ndarray, n_entities: int, n_items: int, n_hops: int) -> List[_KGHop]:
+        items = np.arange(n_items)
+        outputs = [items]  # output rows per hop, last hop first
+        for _ in range(n_hops - 1):
+            into_rows = np.isin(triples[:, 0], outputs[-1])
+            outputs.append(np.union1d(items, triples[into_rows, 2]))
+        outputs.reverse()
+        hops = []
+        for hop, rows in enumerate(outputs):
+            edges = np.nonzero(np.isin(triples[:, 0], rows))[0]
+            sub = triples[edges]
+            input_rows = np.arange(n_entities) if hop == 0 else outputs[hop - 1]
+            hops.append(_KGHop(sub[:, 0], sub[:, 1], sub[:, 2], edges, rows, input_rows))
+        return hops
+
+    def to(self, device: torch.device) -> "KnowledgeGraph":
+        for name in ("heads", "relations", "tails"):
+            setattr(self, name, getattr(self, name).to(device))
+        for hop in self.hops:
+            hop.to(device)
+        return self
+
+    def hop_rows(self, hop: int) -> torch.Tensor:
+        """Entity ids of the rows hop ``hop`` (1-based) outputs."""
+        return self.hops[hop - 1].output_rows
+
+    def prepare(self, keep: Optional[torch.Tensor]) -> List[Prepared]:
+        """Per hop, the pattern and weights 1/|kept N_h| of a batch's kept edges.
+
+        ``keep``: bool per edge (graph order), None = all edges (evaluation).
+        """
+        kept = torch.ones_like(self.heads, dtype=torch.float32) if keep is None else keep.float()
+        degree = torch.zeros(self.n_entities, device=kept.device).index_add_(0, self.heads, kept)
+        edge_values = 1.0 / degree.clamp(min=1.0).index_select(0, self.heads)
+        prepared = []
+        for hop in self.hops:
+            values = edge_values.index_select(0, hop.edges)
+            pattern = hop.gather
+            if keep is not None:
+                pattern, positions = pattern.select(keep.index_select(0, hop.edges))
+                values = values.index_select(0, positions)
+            prepared.append((pattern, values))
+        return prepared
+
+    def aggregate(
+        self, hop: int, prepared: Prepared, entity: torch.Tensor, relation: torch.Tensor
+    ) -> torch.Tensor:
+        """Hop ``hop`` (1-based): input rows (n_in, d) -> output rows (n_out, d)."""
+        pattern, values = prepared
+        return _RelationalMean.apply(
+            entity, relation, values.to(entity.dtype), pattern, self.hops[hop - 1]
+        )
+
+
+class InteractionGraph:
+    """The user-item matrix as the operator of the mean over a user's items (code):
+
+        m_u = 1/|N_u| * sum_{i in N_u} e_i
+
+    Args:
+        users, items: int arrays of the training interactions (duplicates collapse).
+        n_users, n_items: matrix shape.
+    """
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> None:
+        pairs = np.unique(np.stack([users, items], axis=1).astype(np.int64), axis=0).reshape(-1, 2)
+        self.pattern = CSRPattern(
+            torch.from_numpy(pairs[:, 0].copy()), torch.from_numpy(pairs[:, 1].copy()), (n_users, n_items)
+        )
+        degree = np.bincount(pairs[:, 0], minlength=n_users).astype(np.float32)
+        self.full_values = torch.from_numpy(1.0 / degree[pairs[:, 0]])
+        self.n_users = n_users
+
+    @property
+    def n_edges(self) -> int:
+        return self.pattern.nnz
+
+    def to(self, device: torch.device) -> "InteractionGraph":
+        self.full_values = self.full_values.to(device)
+        self.pattern.to(device)
+        return self
+
+    def prepare(
+        self, keep: Optional[torch.Tensor], rate: float, users: Optional[torch.Tensor]
+    ) -> Prepared:
+        """A batch's pattern and values.
+
+        ``keep`` (bool per interaction, None in evaluation): the authors' sparse
+        dropout, kept entries rescaled by 1/(1 - rate). ``users``: sorted unique ids
+        of the rows wanted (None = all users).
+        """
+        if users is None and keep is None:
+            return self.pattern, self.full_values
+        selected = torch.ones_like(self.full_values, dtype=torch.bool) if keep is None else keep
+        row_map, n_rows = None, None
+        if users is not None:
+            row_map = torch.full((self.n_users,), -1, dtype=torch.int64, device=selected.device)
+            row_map[users] = torch.arange(len(users), device=selected.device)
+            selected = selected & (row_map.index_select(0, self.pattern.row) >= 0)
+            n_rows = len(users)
+        pattern, positions = self.pattern.select(selected, row_map, n_rows)
+        values = self.full_values.index_select(0, positions)
+        if keep is not None:
+            values = values / (1.0 - rate)
+        return pattern, values
+
+    @staticmethod
+    def aggregate(prepared: Prepared, item: torch.Tensor) -> torch.Tensor:
+        """(n_items, d) item rows -> (rows of the prepared pattern, d) means."""
+        pattern, values = prepared
+        return pattern.matmul(values, item)

@@ -1,0 +1,116 @@
+"""Train-and-evaluate entry points, RecBole's quick start with recbole-kgin's lookup."""
+
+from __future__ import annotations
+
+import os
+from logging import getLogger
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_environment, init_logger, init_seed, set_color
+
+from recbole_kgin.config import Config
+from recbole_kgin.errors import UserInputError
+from recbole_kgin.utils import get_model, get_trainer
+
+
+def reserve_checkpoint_path(path: str) -> str:
+    """``path``, or ``path`` with ``-1``, ``-2``... before ``.pth`` if it is taken.
+
+    RecBole names checkpoints ``<Model>-<time to the second>.pth``; two runs started in
+    the same second (parallel trials, a comparison) would overwrite each other. The
+    name is reserved by creating the file exclusively.
+    """
+    stem, suffix = os.path.splitext(path)
+    candidate, index = path, 0
+    while True:
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return candidate
+        except FileExistsError:
+            index += 1
+            candidate = f"{stem}-{index}{suffix}"
+
+
+def build(config: Config, saved: bool = True):
+    """Dataset, loaders, model and trainer for ``config``.
+
+    Returns ``(dataset, (train, valid, test), model, trainer)``.
+    """
+    dataset = create_dataset(config)
+    getLogger().info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    getLogger().info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if saved:
+        trainer.saved_model_file = reserve_checkpoint_path(trainer.saved_model_file)
+    return dataset, (train_data, valid_data, test_data), model, trainer
+
+
+def run_recbole_kgin(
+    model: Optional[str] = None,
+    dataset: Optional[str] = None,
+    config_file_list: Optional[List[str]] = None,
+    config_dict: Optional[Dict[str, Any]] = None,
+    saved: bool = True,
+) -> Dict[str, Any]:
+    """Train ``model`` on ``dataset`` and evaluate it, like ``recbole.quick_start.run_recbole``.
+
+    Args:
+        model: model name; recbole-kgin's models first (``KGIN``), then RecBole's.
+        dataset: dataset name; see :mod:`recbole_kgin.data_location` for where it is found.
+        config_file_list: YAML config files.
+        config_dict: config overrides of the highest priority.
+        saved: keep the best checkpoint (and evaluate the test set with it).
+
+    Returns:
+        ``{"best_valid_score", "valid_score_bigger", "best_valid_result", "test_result"}``.
+    """
+    config = Config(model, dataset, config_file_list, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    _, (train_data, valid_data, test_data), _, trainer = build(config, saved)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(
+        test_data, load_best_model=saved, show_progress=config["show_progress"]
+    )
+    logger.info(
+        "The running environment of this training is as follows:\n"
+        + get_environment(config).draw()
+    )
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+
+
+def load_data_and_model(model_file: str) -> Tuple[Any, ...]:
+    """Rebuild ``(config, model, dataset, train, valid, test)`` from a checkpoint.
+
+    The checkpoint is one that RecBole or recbole-kgin wrote (it pickles the config).
+    """
+    if not os.path.isfile(model_file):
+        raise UserInputError(f"checkpoint '{model_file}' not found: pass a saved/*.pth file")
+    checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
+    config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data

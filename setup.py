@@ -1,0 +1,51 @@
+"""recbole-kgin: KGIN as a RecBole model plugin.
+
+Install torch first on CPU-only machines (``pip install torch==2.13.0``), otherwise
+pip pulls a multi-GB CUDA build.
+"""
+
+from setuptools import find_packages, setup
+
+with open("README.md", encoding="utf-8") as readme:
+    long_description = readme.read()
+
+setup(
+    name="recbole-kgin",
+    version="0.1.0",
+    description="KGIN (Knowledge Graph-based Intent Network, WWW 2021) as a RecBole model plugin",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["recbole_kgin", "recbole_kgin.*"])
+    + ["recbole_kgin.properties"],
+    # properties/ lives at the top of the repository; wheels carry it inside the package.
+    package_dir={"recbole_kgin.properties": "properties"},
+    package_data={"recbole_kgin.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml"]},
+    install_requires=[
+        "recbole==1.2.1",
+        "torch>=2.4",  # fused Adam on CPU
+        # recbole 1.2.1 pins ray<=2.6.3; Ray 2.6.3 is built against numpy 1.x ...
+        "ray[tune]>=2.6,<=2.6.3",
+        "numpy>=1.21,<2",
+        # ... imports pkg_resources (gone in setuptools 81) ...
+        "setuptools<81",
+        # ... and Tune needs a pyarrow built for numpy 1.x.
+        "pyarrow<15",
+        # RecBole fills NaNs with chained inplace fillna, a no-op under pandas 3.
+        "pandas>=1.3,<3",
+        "scipy>=1.6",
+        "pyyaml>=5.1",
+        "matplotlib>=3.5",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        # RecBole's built-in KGIN (model RecBoleKGIN) imports torch_scatter;
+        # it compiles from source where no wheel exists (pip install --no-build-isolation).
+        "scatter": ["torch-scatter"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
