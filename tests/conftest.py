@@ -1,0 +1,48 @@
+"""Shared fixtures: isolated working folders, the shared datasets, a toy KG dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from toy_data import write_toy_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = Path(
+    os.environ.get("RECBOLE_KGIN_SHARED_DATA", REPO_ROOT.parent / "shared" / "datasets")
+)
+
+# Small, quiet, deterministic runs.
+FAST = {
+    "epochs": 1,
+    "show_progress": False,
+    "state": "WARNING",
+    "seed": 2020,
+    "eval_batch_size": 4096,
+}
+
+
+
+@pytest.fixture(autouse=True)
+def isolated_cwd(tmp_path, monkeypatch):
+    """RecBole writes log/, saved/ and log_tensorboard/ into the working folder."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def shared_dataset(name: str) -> Path:
+    """The folder holding ``../shared/datasets/<name>``, or skip the test."""
+    folder = SHARED_DATASETS / name
+    if not (folder / f"{name}.inter").is_file():
+        pytest.skip(f"shared dataset {name} not found at {folder} (set RECBOLE_KGIN_SHARED_DATA)")
+    return SHARED_DATASETS
+
+
+@pytest.fixture
+def toy_root(tmp_path):
+    """A data folder holding the toy KG dataset ``toy``."""
+    root = tmp_path / "data"
+    write_toy_dataset(root / "toy")
+    return root

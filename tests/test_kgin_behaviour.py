@@ -1,0 +1,106 @@
+"""KGIN's dropout, determinism in evaluation, and learning on real data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from recbole.data.interaction import Interaction
+
+from conftest import FAST, shared_dataset
+from recbole_kgin.config import Config
+from recbole_kgin.model.dropout import dropout_normalize, keep_mask
+from recbole_kgin.quick_start import build, run_recbole_kgin
+
+
+def toy(toy_root, **overrides):
+    config = Config("KGIN", "toy", config_dict={**FAST, "data_path": str(toy_root), **overrides})
+    _, loaders, model, trainer = build(config, saved=False)
+    return model, loaders, trainer
+
+
+def test_full_sort_predict_is_deterministic_in_eval_mode(toy_root):
+    model, _, _ = toy(toy_root, node_dropout_rate=0.5, mess_dropout_rate=0.3)
+    model.eval()
+    users = Interaction({"user_id": torch.arange(1, model.n_users)})
+    first = model.full_sort_predict(users).clone()
+    model._eval_cache = None  # recompute from scratch, not from the cache
+    second = model.full_sort_predict(users)
+    assert torch.equal(first, second)
+
+
+def test_training_forward_samples_new_dropout_each_batch(toy_root):
+    model, _, _ = toy(toy_root, node_dropout_rate=0.5, mess_dropout_rate=0.3)
+    model.train()
+    first, _ = model.forward()
+    second, _ = model.forward()
+    assert not torch.allclose(first, second)
+
+
+def test_eval_after_training_step_sees_the_new_weights(toy_root):
+    model, (train_data, _, _), trainer = toy(toy_root)
+    model.eval()
+    users = Interaction({"user_id": torch.arange(1, model.n_users)})
+    before = model.full_sort_predict(users).clone()
+    trainer._train_epoch(train_data, 0)
+    model.eval()
+    assert not torch.allclose(before, model.full_sort_predict(users))
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.8])
+def test_keep_mask_keeps_the_configured_share(rate):
+    torch.manual_seed(0)
+    n = 400_000
+    kept = keep_mask(n, rate, torch.device("cpu")).float().mean().item()
+    sigma = math.sqrt(rate * (1 - rate) / n)
+    assert abs(kept - (1 - rate)) < 5 * sigma + 1 / 32768
+
+
+def test_node_dropout_rate_is_the_configured_one(toy_root):
+    model, _, _ = toy(toy_root, node_dropout_rate=0.3)
+    torch.manual_seed(1)
+    kg = torch.stack([model.sample_masks()["kg"] for _ in range(2000)]).float().mean().item()
+    inter = torch.stack([model.sample_masks()["inter"] for _ in range(2000)]).float().mean().item()
+    n_kg = 2000 * model.kg.n_edges
+    n_inter = 2000 * model.interactions.n_edges
+    assert abs(kg - 0.7) < 5 * math.sqrt(0.21 / n_kg)
+    assert abs(inter - 0.7) < 5 * math.sqrt(0.21 / n_inter)
+
+
+def test_message_dropout_zeroes_the_configured_share_and_matches_normalize():
+    torch.manual_seed(2)
+    x = torch.randn(20_000, 16, dtype=torch.float64) + 3.0
+    out = dropout_normalize(x, 0.25)
+    dropped = (out == 0).double().mean().item()
+    assert abs(dropped - 0.25) < 5 * math.sqrt(0.25 * 0.75 / x.numel())
+    kept = out != 0
+    expected = torch.nn.functional.normalize(torch.where(kept, x / 0.75, torch.zeros_like(x)))
+    assert torch.allclose(out, expected)
+
+
+def test_no_dropout_in_eval_all_edges_are_used(toy_root):
+    model, _, _ = toy(toy_root, node_dropout_rate=0.5, mess_dropout_rate=0.5)
+    model.eval()
+    with torch.no_grad():
+        users, items = model.forward()
+    model.node_dropout_rate = 0.0
+    model.mess_dropout_rate = 0.0
+    model.train()
+    with torch.no_grad():
+        users_no_dropout, items_no_dropout = model.forward()
+    assert torch.allclose(users, users_no_dropout) and torch.allclose(items, items_no_dropout)
+
+
+@pytest.mark.slow
+def test_training_on_lastfm_lowers_the_loss_and_beats_a_random_scorer():
+    data_path = shared_dataset("lastfm")
+    settings = {**FAST, "data_path": str(data_path), "epochs": 4, "learning_rate": 1e-3, "stopping_step": 100}
+    config = Config("KGIN", "lastfm", config_dict=settings)
+    _, (train_data, _, test_data), _, trainer = build(config, saved=False)
+    losses = [sum(trainer._train_epoch(train_data, epoch)) for epoch in range(4)]
+    assert losses[-1] < losses[0]
+    kgin = trainer.evaluate(test_data, load_best_model=False)
+    random = run_recbole_kgin("Random", "lastfm", config_dict=settings, saved=False)["test_result"]
+    assert kgin["recall@20"] > 2 * random["recall@20"]
+    assert kgin["ndcg@20"] > 2 * random["ndcg@20"]

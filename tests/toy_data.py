@@ -1,0 +1,42 @@
+"""A small KG dataset in RecBole atomic files, for fast, exact tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence, Tuple
+
+import numpy as np
+
+
+def write_atomic(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\t".join(header) + "\n")
+        for row in rows:
+            handle.write("\t".join(str(value) for value in row) + "\n")
+
+
+def toy_triples() -> list:
+    """Items i0..i11 with a genre and a director; directors have a country."""
+    triples = []
+    for item in range(12):
+        triples.append((f"e_i{item}", "film.genre", f"genre{item % 3}"))
+        triples.append((f"e_i{item}", "film.director", f"director{item % 4}"))
+    for director in range(4):
+        triples.append((f"director{director}", "person.country", f"country{director % 2}"))
+    triples.append(("e_i0", "film.genre", "genre0"))  # a duplicate triple
+    return triples
+
+
+def write_toy_dataset(folder: Path, n_users: int = 20, seed: int = 0) -> Tuple[int, int]:
+    """Write toy.inter/.kg/.link into ``folder``; returns (n_users, n_items)."""
+    rng = np.random.default_rng(seed)
+    name = folder.name
+    inter = []
+    for user in range(n_users):
+        liked = rng.choice(12, size=6, replace=False)
+        inter += [(f"u{user}", f"i{item}", float(rng.integers(1, 6))) for item in liked]
+    write_atomic(folder / f"{name}.inter", ["user_id:token", "item_id:token", "rating:float"], inter)
+    write_atomic(folder / f"{name}.kg", ["head_id:token", "relation_id:token", "tail_id:token"], toy_triples())
+    write_atomic(folder / f"{name}.link", ["item_id:token", "entity_id:token"], [(f"i{i}", f"e_i{i}") for i in range(12)])
+    return n_users, 12
