@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import ModelType
-from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_kgin.errors import UserInputError
@@ -30,14 +30,50 @@ def get_model(model_name: str) -> type:
     models = plugin_models()
     if model_name in models:
         return models[model_name]
-    try:
-        return recbole_get_model(model_name)
-    except (ValueError, AttributeError):
+    model_class = _recbole_model(model_name)
+    if model_class is None:
         raise UserInputError(
             f"unknown model '{model_name}': not a recbole-kgin model "
             f"({', '.join(sorted(models))}) nor a RecBole model; names are case-sensitive "
             f"(e.g. KGIN, KGAT, KGCN, CKE, BPR)"
-        ) from None
+        )
+    return model_class
+
+
+RECBOLE_MODEL_FAMILIES = (
+    "general_recommender",
+    "context_aware_recommender",
+    "sequential_recommender",
+    "knowledge_aware_recommender",
+    "exlib_recommender",
+)
+
+
+def _recbole_model(model_name: str):
+    """RecBole's class ``model_name`` or None.
+
+    Like ``recbole.utils.get_model``, but a family whose optional dependency is
+    missing (``exlib_recommender`` imports lightgbm and xgboost) is skipped instead
+    of crashing every lookup of an unknown name.
+    """
+    for family in RECBOLE_MODEL_FAMILIES:
+        module_path = f"recbole.model.{family}.{model_name.lower()}"
+        try:
+            found = importlib.util.find_spec(module_path) is not None
+        except ImportError:
+            continue
+        if not found:
+            continue
+        try:
+            module = importlib.import_module(module_path)
+        except ImportError as error:
+            raise UserInputError(
+                f"model '{model_name}' needs the package '{error.name}': pip install {error.name}"
+            ) from None
+        model_class = getattr(module, model_name, None)
+        if isinstance(model_class, type):
+            return model_class
+    return None
 
 
 def get_trainer(model_type: ModelType, model_name: str) -> type:
