@@ -65,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args, overrides = parse_args(argv)
         from recbole_kgin.quick_start import run_recbole_kgin
 
-        run_recbole_kgin(
+        result = run_recbole_kgin(
             model=args.model,
             dataset=args.dataset,
             config_file_list=config_file_list(args),
@@ -74,4 +74,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    print(f"{args.model} on {args.dataset}")
+    print(f"best valid: {format_metrics(result['best_valid_result'])}")
+    print(f"test:       {format_metrics(result['test_result'])}")
     return 0
+
+
+def format_metrics(metrics: Dict[str, float]) -> str:
+    return "  ".join(f"{name}={value:.4f}" for name, value in metrics.items())

@@ -22,6 +22,8 @@ FAST = {
     "seed": 2020,
     "eval_batch_size": 4096,
 }
+# The toy dataset has 12 items: rank at 5.
+TOY = {**FAST, "topk": [5], "valid_metric": "Recall@5"}
 
 
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from conftest import FAST, shared_dataset
+from conftest import FAST, TOY, shared_dataset
 from recbole_kgin.config import Config
 from recbole_kgin.model.dropout import dropout_normalize, keep_mask
 from recbole_kgin.quick_start import build, run_recbole_kgin
 
 
 def toy(toy_root, **overrides):
-    config = Config("KGIN", "toy", config_dict={**FAST, "data_path": str(toy_root), **overrides})
+    config = Config("KGIN", "toy", config_dict={**TOY, "data_path": str(toy_root), **overrides})
     _, loaders, model, trainer = build(config, saved=False)
     return model, loaders, trainer
 

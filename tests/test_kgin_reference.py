@@ -8,7 +8,7 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from conftest import FAST
+from conftest import FAST, TOY
 from recbole_kgin.config import Config
 from recbole_kgin.quick_start import build
 from reference_kgin import ReferenceKGIN, is_close
@@ -23,7 +23,7 @@ def toy_model(toy_root, **overrides):
     config = Config(
         "KGIN",
         "toy",
-        config_dict={**FAST, "data_path": str(toy_root), "context_hops": 3, **overrides},
+        config_dict={**TOY, "data_path": str(toy_root), "context_hops": 3, **overrides},
     )
     _, (train_data, _, _), model, _ = build(config, saved=False)
     return model.double(), train_data._dataset

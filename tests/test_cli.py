@@ -1,0 +1,79 @@
+"""run_recbole_kgin.py end to end, and its one-line errors."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT, shared_dataset
+from recbole_kgin.cli import main, split_overrides
+from recbole_kgin.errors import UserInputError
+
+SCRIPT = str(REPO_ROOT / "run_recbole_kgin.py")
+QUIET = ["--show_progress=False", "--state=WARNING"]
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.PIPE,  # a prompt would block here until the timeout
+        timeout=timeout,
+    )
+
+
+def printed_test_metrics(stdout: str) -> dict:
+    line = next(line for line in stdout.splitlines() if line.startswith("test:"))
+    return {name: float(value) for name, value in re.findall(r"([\w@]+)=([\d.]+)", line)}
+
+
+@pytest.mark.slow
+def test_default_run_trains_kgin_on_the_embedded_ml_100k():
+    completed = run_cli("--epochs=1", *QUIET)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "KGIN on ml-100k" in completed.stdout
+    metrics = printed_test_metrics(completed.stdout)
+    assert set(metrics) >= {"recall@10", "recall@20", "ndcg@20", "mrr@10", "hit@20", "precision@20"}
+    assert 0.0 < metrics["recall@20"] <= 1.0
+
+
+@pytest.mark.slow
+def test_kgin_on_shared_lastfm_for_two_epochs():
+    data_path = shared_dataset("lastfm")
+    completed = run_cli("--dataset", "lastfm", f"--data_path={data_path}", *QUIET, "--epochs=2")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert 0.0 < printed_test_metrics(completed.stdout)["recall@20"] <= 1.0
+
+
+def test_missing_dataset_fails_fast_with_one_line_and_no_prompt():
+    completed = run_cli("--dataset", "nowhere", "--epochs=1", *QUIET, timeout=120)
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("error: dataset 'nowhere' not found")
+    assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--model", "NoSuchModel"], "unknown model 'NoSuchModel'"),
+        (["--learning_rate=-1"], "bad config value learning_rate=-1"),
+        (["--ind=pearson"], "bad config value ind='pearson'"),
+        (["epochs=1"], "unrecognised argument 'epochs=1'"),
+        (["--epochs=1", "--epochs=2"], "--epochs given twice"),
+        (["--config_files", "missing.yaml"], "config file 'missing.yaml' not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_status_2(argv, fragment, capsys):
+    assert main(argv + ["--show_progress=False"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err and err.count("\n") == 1
+
+
+def test_overrides_are_key_value_pairs():
+    assert split_overrides(["--epochs=1", "--topk=[10,20]", "--a=b=c"]) == {"epochs": "1", "topk": "[10,20]", "a": "b=c"}
+    with pytest.raises(UserInputError):
+        split_overrides(["--=3"])

@@ -1,0 +1,87 @@
+"""Each fix in recbole_kgin.compat: RecBole fails without it and works with it."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import recbole.trainer.trainer as recbole_trainer
+from conftest import FAST, TOY
+from recbole.data.dataset import KnowledgeBasedDataset
+from recbole_kgin.config import Config
+from recbole_kgin.quick_start import build, run_recbole_kgin
+
+
+def toy_settings(toy_root, **extra):
+    return {**TOY, "data_path": str(toy_root), **extra}
+
+
+def test_recbole_reads_its_own_checkpoints_on_torch_2_6_and_later(toy_root, monkeypatch):
+    config = Config("BPR", "toy", config_dict=toy_settings(toy_root))
+    _, (train_data, valid_data, test_data), _, trainer = build(config)
+    trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+
+    # torch's default (weights_only=True) rejects RecBole's checkpoint ...
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(trainer.saved_model_file)
+    # ... so RecBole's trainer fails without the fix ...
+    with monkeypatch.context() as unfixed:
+        unfixed.setattr(recbole_trainer, "torch", torch)
+        with pytest.raises(pickle.UnpicklingError):
+            trainer.evaluate(test_data, load_best_model=True)
+    # ... and works with it, for evaluation and for resuming.
+    result = trainer.evaluate(test_data, load_best_model=True)
+    assert 0.0 <= result["recall@5"] <= 1.0
+    trainer.resume_checkpoint(trainer.saved_model_file)
+    assert trainer.start_epoch == 1
+
+
+def test_graph_models_build_their_adjacency_on_scipy_1_12_and_later(toy_root, monkeypatch):
+    config = Config("LightGCN", "toy", config_dict=toy_settings(toy_root))
+    with monkeypatch.context() as unfixed:
+        unfixed.delattr(sp.dok_matrix, "_update")
+        with pytest.raises(AttributeError, match="_update"):
+            build(config, saved=False)
+    _, _, model, _ = build(config, saved=False)
+    adjacency = model.norm_adj_matrix.to_dense()
+    n = model.n_users + model.n_items
+    assert adjacency.shape == (n, n) and torch.allclose(adjacency, adjacency.t())
+
+
+def test_kgat_builds_without_dgl(toy_root, monkeypatch):
+    config = Config("KGAT", "toy", config_dict=toy_settings(toy_root))
+    with monkeypatch.context() as unfixed:
+        unfixed.setattr(KnowledgeBasedDataset, "ckg_graph", KnowledgeBasedDataset.ckg_graph.__wrapped__)
+        with pytest.raises(ImportError, match="dgl"):
+            build(config, saved=False)
+    _, (train_data, _, _), model, _ = build(config, saved=False)
+
+    # The same matrix as RecBole's DGL code: sum over relations of D_r^-1 A_r.
+    ckg = train_data._dataset.ckg_graph(form="coo", value_field="relation_id")
+    n = model.n_users + model.n_entities
+    expected = np.zeros((n, n))
+    for relation in range(1, model.n_relations):
+        block = np.zeros((n, n))
+        for h, t, r in zip(ckg.row, ckg.col, ckg.data):
+            if r == relation:
+                block[h, t] += 1.0
+        sums = block.sum(1, keepdims=True)
+        expected += np.divide(block, sums, out=np.zeros_like(block), where=sums > 0)
+    assert np.allclose(model.A_in.to_dense().numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["KGAT", "KGCN", "CKE"])
+def test_recbole_kg_baselines_train_one_epoch_through_our_entry_point(model):
+    result = run_recbole_kgin(model, "ml-100k", config_dict=dict(FAST), saved=True)
+    assert result["test_result"]["recall@20"] > 0.0
+    assert result["best_valid_score"] > 0.0
+
+
+def test_recbole_builtin_kgin_runs_when_torch_scatter_is_installed():
+    pytest.importorskip("torch_scatter", reason="RecBoleKGIN needs torch-scatter (optional extra)")
+    result = run_recbole_kgin("RecBoleKGIN", "ml-100k", config_dict=dict(FAST), saved=True)
+    assert result["test_result"]["recall@20"] > 0.0
