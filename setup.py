@@ -21,7 +21,7 @@ setup(
     + ["recbole_kgin.properties"],
     # properties/ lives at the top of the repository; wheels carry it inside the package.
     package_dir={"recbole_kgin.properties": "properties"},
-    package_data={"recbole_kgin.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml"]},
+    package_data={"recbole_kgin.properties": ["*.yaml", "model/*.yaml", "model/*/*.yaml", "dataset/*.yaml"]},
     install_requires=[
         "recbole==1.2.1",
         "torch>=2.4",  # fused Adam on CPU

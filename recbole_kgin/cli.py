@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config_files", default=None, help='space-separated YAML files, e.g. "a.yaml b.yaml"'
     )
+    compare = parser.add_argument_group("comparison (one protocol, several models)")
+    compare.add_argument(
+        "--compare", default=None, metavar="M1,M2,...",
+        help="train each model in turn and tabulate test metrics, e.g. KGIN,KGAT,KGCN,CKE",
+    )
+    compare.add_argument("--output", default=None, help="comparison folder (default results/compare-<dataset>)")
+    compare.add_argument("--force", action="store_true", help="retrain models whose results are already there")
     return parser
 
 
@@ -63,6 +70,8 @@ def config_file_list(args: argparse.Namespace) -> Optional[List[str]]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args, overrides = parse_args(argv)
+        if args.compare:
+            return _compare(args, overrides)
         from recbole_kgin.quick_start import run_recbole_kgin
 
         result = run_recbole_kgin(
@@ -78,6 +87,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"best valid: {format_metrics(result['best_valid_result'])}")
     print(f"test:       {format_metrics(result['test_result'])}")
     return 0
+
+
+def _compare(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
+    from recbole_kgin.compare import format_markdown, run_comparison
+
+    models = [name.strip() for name in args.compare.split(",") if name.strip()]
+    if not models:
+        raise UserInputError("--compare needs model names, e.g. --compare KGIN,KGAT,KGCN,CKE")
+    rows = run_comparison(
+        models, args.dataset, config_file_list(args), overrides, args.output, args.force
+    )
+    print(format_markdown(rows))
+    print(f"outputs: {args.output or f'results/compare-{args.dataset}'}")
+    return 1 if any(row.status == "failed" for row in rows) else 0
 
 
 def format_metrics(metrics: Dict[str, float]) -> str:

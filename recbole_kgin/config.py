@@ -7,7 +7,9 @@ Layering, lowest priority first (each later layer overrides the earlier):
 2. recbole-kgin's ``properties/overall.yaml``;
 3. recbole-kgin's ``properties/model/<Model>.yaml``;
 4. recbole-kgin's ``properties/dataset/<dataset>.yaml``;
-5. the user's ``config_file_list``, then ``config_dict`` (the CLI passes its
+5. recbole-kgin's ``properties/model/<Model>/<dataset>.yaml`` (a model's settings
+   for one dataset);
+6. the user's ``config_file_list``, then ``config_dict`` (the CLI passes its
    ``--key=value`` overrides here, so command line > files, as in RecBole).
 
 Unlike RecBole's Config it never reads ``sys.argv`` itself, looks models up in the
@@ -139,6 +141,7 @@ class Config(RecBoleConfig):
             PROPERTIES_DIR / "overall.yaml",
             PROPERTIES_DIR / "model" / f"{model}.yaml",
             PROPERTIES_DIR / "dataset" / f"{dataset}.yaml",
+            PROPERTIES_DIR / "model" / model / f"{dataset}.yaml",
         ]
         for layer in layers:
             if layer.is_file():

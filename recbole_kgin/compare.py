@@ -1,0 +1,265 @@
+"""Train several models under one protocol and tabulate them.
+
+    python run_recbole_kgin.py --dataset ml-1m --compare KGIN,KGAT,KGCN,CKE [--output DIR] [--force]
+
+Every model gets the same dataset, split (``eval_args``), seed, negative sampling,
+full-ranking evaluation, metrics and early stopping on the validation metric; test
+metrics are those of the best validation epoch. Model hyper-parameters come from the
+property files (``properties/model/<Model>.yaml``, then
+``properties/model/<Model>/<dataset>.yaml``) and the command line.
+
+Outputs in ``DIR`` (default ``results/compare-<dataset>``): ``results.md``,
+``results.csv``, ``results.json``, ``comparison.png``, ``configs/<Model>-<hash>.yaml``
+(the resolved config of each run) and ``runs/<Model>-<hash>.json`` (one finished run
+each). A run whose resolved config (and data files) hash to an existing
+``runs/`` entry is not trained again unless ``force``. A model that fails is reported
+with its error; the others still run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from logging import getLogger
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import yaml
+from recbole.utils import init_logger, init_seed
+from tqdm import tqdm
+
+from recbole_kgin.config import Config
+from recbole_kgin.data_location import expected_files
+from recbole_kgin.errors import UserInputError
+from recbole_kgin.quick_start import build
+
+MAIN_METRICS = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
+# Keys that change how a run is shown or where it writes, not what it computes.
+UNHASHED_KEYS = {"show_progress", "state", "checkpoint_dir", "gpu_id", "device", "log_wandb", "wandb_project", "worker"}
+
+
+@dataclass
+class RunResult:
+    """One model's row in the comparison."""
+
+    model: str
+    status: str  # "ok", "cached" or "failed"
+    config_hash: str = ""
+    test_result: Dict[str, float] = field(default_factory=dict)
+    best_valid_score: Optional[float] = None
+    best_epoch: Optional[int] = None
+    epochs_run: int = 0
+    train_seconds_per_epoch: Optional[float] = None
+    parameters: Optional[int] = None
+    error: str = ""
+
+
+def plain(value: Any) -> Any:
+    """A YAML/JSON-safe copy of a config value (enums and devices as strings)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, Enum):
+        return value.name
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def resolved_config(config: Config) -> Dict[str, Any]:
+    return {key: plain(value) for key, value in sorted(config.final_config_dict.items())}
+
+
+def config_hash(config: Config) -> str:
+    """Hash of what determines a run's result: the resolved config and the data files."""
+    digest = hashlib.sha256()
+    settings = {k: v for k, v in resolved_config(config).items() if k not in UNHASHED_KEYS}
+    settings.pop("data_path", None)
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    knowledge = config["MODEL_TYPE"].name == "KNOWLEDGE"
+    for name in expected_files(config["dataset"], True, config["benchmark_filename"]):
+        path = Path(config["data_path"]) / name
+        if path.is_file() and (knowledge or name.endswith(".inter")):
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def train_and_test(config: Config) -> RunResult:
+    """Fit with early stopping on validation, test at the best validation epoch."""
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    getLogger().info(config)
+    _, (train_data, valid_data, test_data), model, trainer = build(config, saved=True)
+
+    epoch_seconds: List[float] = []
+    train_epoch = trainer._train_epoch
+
+    def timed_train_epoch(*args, **kwargs):
+        start = time.perf_counter()
+        losses = train_epoch(*args, **kwargs)
+        epoch_seconds.append(time.perf_counter() - start)
+        return losses
+
+    trainer._train_epoch = timed_train_epoch
+    valid_scores: List[tuple] = []
+    best_valid_score, _ = trainer.fit(
+        train_data,
+        valid_data,
+        saved=True,
+        show_progress=config["show_progress"],
+        callback_fn=lambda epoch, score: valid_scores.append((epoch, score)),
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
+    best_epoch = None
+    for epoch, score in valid_scores:  # RecBole keeps the later of equal scores
+        if score == best_valid_score:
+            best_epoch = epoch
+    return RunResult(
+        model=config["model"],
+        status="ok",
+        test_result={k: float(v) for k, v in test_result.items()},
+        best_valid_score=float(best_valid_score),
+        best_epoch=best_epoch,
+        epochs_run=len(epoch_seconds),
+        train_seconds_per_epoch=sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else None,
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {text}"
+
+
+def run_comparison(
+    models: Sequence[str],
+    dataset: str,
+    config_file_list: Optional[List[str]] = None,
+    config_dict: Optional[Dict[str, Any]] = None,
+    output_dir: Optional[str] = None,
+    force: bool = False,
+) -> List[RunResult]:
+    """Run (or reuse) every model; write the outputs; return the rows in order."""
+    output = Path(output_dir or f"results/compare-{dataset}")
+    (output / "runs").mkdir(parents=True, exist_ok=True)
+    (output / "configs").mkdir(parents=True, exist_ok=True)
+    rows: List[RunResult] = []
+    progress = tqdm(models, desc="compare", unit="model", ncols=100)
+    for model in progress:
+        progress.set_postfix_str(model)
+        try:
+            config = Config(model, dataset, config_file_list, dict(config_dict or {}))
+        except UserInputError as error:
+            rows.append(RunResult(model=model, status="failed", error=str(error)))
+            continue
+        digest = config_hash(config)
+        run_file = output / "runs" / f"{model}-{digest}.json"
+        config_file = output / "configs" / f"{model}-{digest}.yaml"
+        _write_atomically(config_file, yaml.safe_dump(resolved_config(config), sort_keys=True))
+        if run_file.is_file() and not force:
+            cached = RunResult(**json.loads(run_file.read_text()))
+            cached.status = "cached"
+            rows.append(cached)
+            continue
+        try:
+            row = train_and_test(config)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as error:  # a failing model must not stop the others
+            getLogger().error(f"{model} failed:\n{traceback.format_exc()}")
+            row = RunResult(model=model, status="failed", error=_one_line(error))
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        row.config_hash = digest
+        if row.status == "ok":
+            _write_atomically(run_file, json.dumps(asdict(row), indent=2))
+        rows.append(row)
+    write_outputs(rows, output)
+    return rows
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def metric_names(rows: Sequence[RunResult]) -> List[str]:
+    names: List[str] = []
+    for row in rows:
+        names += [name for name in row.test_result if name not in names]
+    return names
+
+
+def format_markdown(rows: Sequence[RunResult]) -> str:
+    """The comparison as a markdown table (test metrics at the best valid epoch)."""
+    metrics = metric_names(rows)
+    header = ["model", "status", *metrics, "best epoch", "s/epoch", "parameters", "best valid"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.model, row.status if row.status != "failed" else f"failed: {row.error}"]
+        cells += [f"{row.test_result[m]:.4f}" if m in row.test_result else "" for m in metrics]
+        cells += [
+            "" if row.best_epoch is None else str(row.best_epoch),
+            "" if row.train_seconds_per_epoch is None else f"{row.train_seconds_per_epoch:.2f}",
+            "" if row.parameters is None else f"{row.parameters:,}",
+            "" if row.best_valid_score is None else f"{row.best_valid_score:.4f}",
+        ]
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(rows: Sequence[RunResult], output: Path) -> None:
+    """results.md, results.csv, results.json and comparison.png in ``output``."""
+    _write_atomically(output / "results.md", format_markdown(rows) + "\n")
+    _write_atomically(output / "results.json", json.dumps([asdict(row) for row in rows], indent=2))
+    metrics = metric_names(rows)
+    columns = ["model", "status", "config_hash", *metrics, "best_epoch", "epochs_run",
+               "train_seconds_per_epoch", "parameters", "best_valid_score", "error"]
+    temporary = output / "results.csv.tmp"
+    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            record = {key: value for key, value in asdict(row).items() if key in columns}
+            record.update(row.test_result)
+            writer.writerow(record)
+    os.replace(temporary, output / "results.csv")
+    plot_comparison(rows, output / "comparison.png")
+
+
+def plot_comparison(rows: Sequence[RunResult], path: Path) -> None:
+    """Grouped bars of the main test metrics, one group per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finished = [row for row in rows if row.test_result]
+    metrics = [m for m in MAIN_METRICS if any(m in row.test_result for row in finished)]
+    figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(metrics) * max(1, len(finished)) / 2), 4))
+    width = 0.8 / max(1, len(finished))
+    for index, row in enumerate(finished):
+        positions = [m_index + index * width for m_index in range(len(metrics))]
+        axes.bar(positions, [row.test_result.get(m, 0.0) for m in metrics], width, label=row.model)
+    axes.set_xticks([m_index + 0.4 - width / 2 for m_index in range(len(metrics))])
+    axes.set_xticklabels(metrics)
+    axes.set_ylabel("test score (best valid epoch)")
+    axes.set_title("model comparison")
+    if finished:
+        axes.legend(fontsize="small")
+    figure.tight_layout()
+    temporary = path.with_name(path.stem + ".tmp.png")
+    figure.savefig(temporary, dpi=120)
+    plt.close(figure)
+    os.replace(temporary, path)

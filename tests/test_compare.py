@@ -1,0 +1,80 @@
+"""The comparison command: outputs, resume, failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from conftest import TOY
+from recbole_kgin.cli import main
+from recbole_kgin.compare import run_comparison
+
+
+@pytest.fixture
+def settings(toy_root):
+    return {**TOY, "data_path": str(toy_root), "epochs": 2}
+
+
+def test_two_models_produce_every_output(settings, tmp_path, capsys):
+    output = tmp_path / "cmp"
+    rows = run_comparison(["KGIN", "BPR"], "toy", None, settings, str(output))
+    assert [row.status for row in rows] == ["ok", "ok"]
+    for row in rows:
+        assert set(row.test_result) >= {"recall@5", "ndcg@5", "mrr@5", "hit@5", "precision@5"}
+        assert row.best_epoch in (0, 1) and row.epochs_run == 2 and row.parameters > 0
+        assert row.train_seconds_per_epoch > 0
+    for name in ["results.md", "results.csv", "results.json", "comparison.png"]:
+        assert (output / name).stat().st_size > 0
+    assert (output / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(output / "results.csv") as handle:
+        records = list(csv.DictReader(handle))
+    assert [r["model"] for r in records] == ["KGIN", "BPR"] and float(records[0]["recall@5"]) >= 0
+    assert json.loads((output / "results.json").read_text())[1]["model"] == "BPR"
+    configs = sorted(p.name for p in (output / "configs").iterdir())
+    assert len(configs) == 2
+    kgin_config = yaml.safe_load((output / "configs" / f"KGIN-{rows[0].config_hash}.yaml").read_text())
+    assert kgin_config["context_hops"] == 3 and kgin_config["seed"] == 2020 and kgin_config["model"] == "KGIN"
+
+
+def test_rerun_skips_finished_models_and_force_recomputes(settings, tmp_path):
+    output = str(tmp_path / "cmp")
+    first = run_comparison(["BPR"], "toy", None, settings, output)
+    again = run_comparison(["BPR"], "toy", None, settings, output)
+    assert again[0].status == "cached" and again[0].test_result == first[0].test_result
+    changed = run_comparison(["BPR"], "toy", None, {**settings, "learning_rate": 0.01}, output)
+    assert changed[0].status == "ok" and changed[0].config_hash != first[0].config_hash
+    forced = run_comparison(["BPR"], "toy", None, settings, output, force=True)
+    assert forced[0].status == "ok" and forced[0].test_result == first[0].test_result
+
+
+def test_a_failing_model_is_reported_and_the_others_still_run(settings, tmp_path, capsys):
+    output = tmp_path / "cmp"
+    argv = ["--dataset", "toy", "--compare", "NoSuchModel,BPR,KGIN", "--output", str(output)]
+    argv += [f"--{key}={value}" for key, value in settings.items()]
+    argv += ["--reg_weight=-1"]  # rejected for KGIN only (BPR has its own checks)
+    assert main(argv) == 1
+    table = capsys.readouterr().out
+    assert "| NoSuchModel | failed: unknown model 'NoSuchModel'" in table
+    assert "| BPR | ok |" in table
+    assert "| KGIN | failed: bad config value reg_weight=-1" in table
+    rows = json.loads((output / "results.json").read_text())
+    assert [r["status"] for r in rows] == ["failed", "ok", "failed"]
+
+
+def test_a_crash_inside_training_is_caught(settings, tmp_path, monkeypatch):
+    import recbole_kgin.compare as compare
+
+    original = compare.train_and_test
+
+    def crash_for_kgin(config):
+        if config["model"] == "KGIN":
+            raise RuntimeError("out of memory")
+        return original(config)
+
+    monkeypatch.setattr(compare, "train_and_test", crash_for_kgin)
+    rows = run_comparison(["KGIN", "BPR"], "toy", None, settings, str(tmp_path / "cmp"))
+    assert rows[0].status == "failed" and rows[0].error == "RuntimeError: out of memory"
+    assert rows[1].status == "ok"
