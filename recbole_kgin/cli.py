@@ -38,8 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare", default=None, metavar="M1,M2,...",
         help="train each model in turn and tabulate test metrics, e.g. KGIN,KGAT,KGCN,CKE",
     )
-    compare.add_argument("--output", default=None, help="comparison folder (default results/compare-<dataset>)")
     compare.add_argument("--force", action="store_true", help="retrain models whose results are already there")
+    explain = parser.add_argument_group("explanation of a trained KGIN")
+    explain.add_argument("--explain", default=None, metavar="CHECKPOINT", help="a saved/KGIN-*.pth file")
+    explain.add_argument("--user", default=None, help="user id (dataset token) to explain")
+    explain.add_argument("--item", default=None, help="item id (token); default: the user's top recommendation")
+    explain.add_argument("--top", type=int, default=5, help="how many intents' relations, paths and items to list")
+    explain.add_argument("--intents", type=int, default=2, help="how many of the user's top intents rank the paths")
+    explain.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument(
+        "--output", default=None,
+        help="output folder (comparison: results/compare-<dataset>; explanation: explanations/<checkpoint>)",
+    )
     return parser
 
 
@@ -72,6 +82,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args, overrides = parse_args(argv)
         if args.compare:
             return _compare(args, overrides)
+        if args.explain:
+            return _explain(args, overrides)
         from recbole_kgin.quick_start import run_recbole_kgin
 
         result = run_recbole_kgin(
@@ -101,6 +113,19 @@ def _compare(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
     print(format_markdown(rows))
     print(f"outputs: {args.output or f'results/compare-{args.dataset}'}")
     return 1 if any(row.status == "failed" for row in rows) else 0
+
+
+def _explain(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
+    if args.user is None:
+        raise UserInputError("--explain needs --user <user id>")
+    if overrides:
+        raise UserInputError(f"--explain takes no config overrides (got --{next(iter(overrides))}=...)")
+    if args.top < 1 or args.intents < 1:
+        raise UserInputError("--top and --intents must be >= 1")
+    from recbole_kgin.explain import run_explain
+
+    print(run_explain(args.explain, args.user, args.item, args.top, args.intents, args.output, args.json))
+    return 0
 
 
 def format_metrics(metrics: Dict[str, float]) -> str:
