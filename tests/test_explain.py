@@ -1,0 +1,142 @@
+"""Explanations from a trained checkpoint, on a toy KG where one relation separates
+two user groups."""
+
+from __future__ import annotations
+
+import glob
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TOY
+from recbole_kgin.cli import main
+from recbole_kgin.errors import UserInputError
+from recbole_kgin.explain import Explainer, load_checkpoint, run_explain
+from recbole_kgin.quick_start import run_recbole_kgin
+from toy_data import write_atomic
+
+N_ITEMS, GROUP_SIZE = 40, 30
+
+
+def write_colors(folder, n_shapes=10):
+    """Items 0-19 are red, 20-39 blue; every item also has one of 10 shapes, spread
+    evenly over both colours. Users 0-29 like red items, 30-59 blue ones: colour
+    alone separates the groups."""
+    rng = np.random.default_rng(0)
+    triples = []
+    for i in range(N_ITEMS):
+        triples.append((f"e{i}", "color", "red" if i < 20 else "blue"))
+        triples.append((f"e{i}", "shape", f"shape{i % n_shapes}"))
+    inter = []
+    for user in range(2 * GROUP_SIZE):
+        pool = range(0, 20) if user < GROUP_SIZE else range(20, 40)
+        inter += [(f"u{user}", f"i{i}") for i in rng.choice(list(pool), size=10, replace=False)]
+    write_atomic(folder / "colors.inter", ["user_id:token", "item_id:token"], inter)
+    write_atomic(folder / "colors.kg", ["head_id:token", "relation_id:token", "tail_id:token"], triples)
+    write_atomic(folder / "colors.link", ["item_id:token", "entity_id:token"], [(f"i{i}", f"e{i}") for i in range(N_ITEMS)])
+    history = {}
+    for user, item in inter:
+        history.setdefault(user, set()).add(item)
+    return history
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("colors")
+    history = write_colors(root / "data" / "colors")
+    settings = {**TOY, "data_path": str(root / "data"), "checkpoint_dir": str(root / "saved"), "epochs": 60,
+                "learning_rate": 0.01, "n_factors": 2, "train_batch_size": 128, "stopping_step": 1000, "seed": 0}
+    run_recbole_kgin("KGIN", "colors", config_dict=settings)
+    (checkpoint,) = glob.glob(str(root / "saved" / "KGIN-*.pth"))
+    return checkpoint, history
+
+
+def unseen_item_of_the_users_colour(user, history):
+    pool = range(0, 20) if int(user[1:]) < GROUP_SIZE else range(20, 40)
+    return next(f"i{i}" for i in pool if f"i{i}" not in history[user])
+
+
+@pytest.mark.parametrize("user", ["u0", "u5", "u40", "u45"])
+def test_the_separating_relation_comes_first(trained, user):
+    checkpoint, history = trained
+    _, model, dataset = load_checkpoint(checkpoint)
+    explainer = Explainer(model, dataset)
+    explanation = explainer.explain(user, unseen_item_of_the_users_colour(user, history), top=3, n_intents=1)
+    top_intent = explanation.intents[0]
+    assert top_intent["weight"] == max(i["weight"] for i in explanation.intents)
+    assert top_intent["relations_behind_item"][0]["relation"] == "color"
+    assert explanation.paths[0].relations[0] == "color"
+    colour = "red" if int(user[1:]) < GROUP_SIZE else "blue"
+    assert explanation.paths[0].nodes[1] == colour
+
+
+def test_path_shares_add_up_to_the_hop_terms_of_the_score(trained):
+    checkpoint, _ = trained
+    _, model, dataset = load_checkpoint(checkpoint)
+    explainer = Explainer(model, dataset)
+    user, item = explainer.user_id("u3"), explainer.item_id("i7")
+    table = explainer.path_table(user, item)
+    hops = torch.tensor([len(r) for r in table.relations])
+    terms = explainer.score_terms(user, item)
+    assert float(table.shares[hops == 1].sum()) == pytest.approx(terms["hop 1"], abs=1e-6)
+    assert float(table.shares[hops == 2].sum()) == pytest.approx(terms["hop 2"], abs=1e-6)
+    score = float(model.full_sort_predict(_users(user)).view(-1)[item])
+    assert sum(terms.values()) == pytest.approx(score, abs=1e-5)
+
+
+def _users(user):
+    from recbole.data.interaction import Interaction
+
+    return Interaction({"user_id": torch.tensor([user])})
+
+
+def test_cli_writes_text_json_and_figures_without_retraining(trained, tmp_path, capsys, monkeypatch):
+    checkpoint, history = trained
+    import recbole_kgin.quick_start as quick_start
+
+    monkeypatch.setattr(quick_start, "run_recbole_kgin", lambda *a, **k: pytest.fail("retrained"))
+    output = tmp_path / "why"
+    assert main(["--explain", checkpoint, "--user", "u1", "--top", "3", "--output", str(output)]) == 0
+    text = capsys.readouterr().out
+    for fragment in ["intents (beta", "top relations (alpha)", "top paths under intents", "top recommendations", "intent distinctness"]:
+        assert fragment in text
+    recommended = [line.split()[2] for line in text.splitlines() if line.strip().startswith(("1.", "2.", "3."))]
+    assert len(recommended) == 3 and not set(recommended) & {i[1:] for i in history["u1"]}
+    assert (output / "intent_relations.png").read_bytes()[:4] == b"\x89PNG"
+    assert (output / "user_u1_intents.png").read_bytes()[:4] == b"\x89PNG"
+    assert (output / "user_u1.txt").read_text().strip() == text.strip()
+
+    assert main(["--explain", checkpoint, "--user", "u1", "--item", "i3", "--json", "--output", str(output)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["item"] == "i3" and len(report["intents"]) == 2
+    assert abs(sum(i["weight"] for i in report["intents"]) - 1) < 1e-6
+    assert len(report["intent_distinctness"]["distance_correlation"]) == 2
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--user", "nobody"], "unknown user 'nobody'"),
+        (["--user", "u1", "--item", "i999"], "unknown item 'i999'"),
+        ([], "--explain needs --user"),
+    ],
+)
+def test_unknown_tokens_are_one_line_errors(trained, argv, fragment, capsys):
+    checkpoint, _ = trained
+    assert main(["--explain", checkpoint, *argv]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1
+
+
+def test_missing_or_foreign_checkpoints_are_refused(tmp_path, toy_root):
+    with pytest.raises(UserInputError, match="not found"):
+        run_explain(str(tmp_path / "none.pth"), "u1")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserInputError, match="not a RecBole"):
+        run_explain(str(tmp_path / "junk.pth"), "u1")
+    run_recbole_kgin("BPR", "toy", config_dict={**TOY, "data_path": str(toy_root)})
+    (bpr,) = glob.glob("saved/BPR-*.pth")
+    with pytest.raises(UserInputError, match="holds a BPR model"):
+        run_explain(bpr, "u1")
