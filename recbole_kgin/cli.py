@@ -9,10 +9,12 @@ Bad input ends with one ``error: ...`` line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from recbole_kgin.errors import UserInputError
+from recbole_kgin.resumable import TrainingDiverged
 
 DEFAULT_MODEL = "KGIN"
 DEFAULT_DATASET = "ml-100k"
@@ -26,9 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data_path=../shared/datasets --learning_rate=1e-3.",
         allow_abbrev=False,
     )
-    parser.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model name (default: KGIN)")
     parser.add_argument(
-        "--dataset", "-d", default=DEFAULT_DATASET, help="dataset name (default: ml-100k, embedded)"
+        "--model", "-m", default=None,
+        help="model name (default: KGIN; with --tune, the space file's name when it is a model)",
+    )
+    parser.add_argument(
+        "--dataset", "-d", default=None, help="dataset name (default: ml-100k, embedded)"
     )
     parser.add_argument(
         "--config_files", default=None, help='space-separated YAML files, e.g. "a.yaml b.yaml"'
@@ -46,9 +51,31 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--top", type=int, default=5, help="how many intents' relations, paths and items to list")
     explain.add_argument("--intents", type=int, default=2, help="how many of the user's top intents rank the paths")
     explain.add_argument("--json", action="store_true", help="print JSON instead of text")
+    tune = parser.add_argument_group("hyper-parameter search (Ray Tune)")
+    tune.add_argument("--tune", default=None, metavar="SPACE", help="a search space file, e.g. tuning/KGIN.yaml")
+    tune.add_argument("--num_samples", type=int, default=10, help="trials to sample (grid entries multiply it)")
+    tune.add_argument("--search", default="random", help="random (default; grid entries expanded), optuna, hyperopt")
+    tune.add_argument("--scheduler", default="asha", help="asha (default: prunes on validation) or fifo")
+    tune.add_argument("--cpus_per_trial", type=float, default=1)
+    tune.add_argument("--gpus_per_trial", type=float, default=0)
+    tune.add_argument("--max_concurrent", type=int, default=None, help="trials at once (default: as resources allow)")
+    tune.add_argument("--grace_period", type=int, default=1, help="epochs before ASHA may stop a trial")
+    tune.add_argument(
+        "--address", default=os.environ.get("RAY_ADDRESS"),
+        help="attach to a Ray cluster (default: $RAY_ADDRESS, else a local Ray)",
+    )
+    data = parser.add_argument_group("data and runs")
+    data.add_argument("--check", action="store_true", help="check the dataset's atomic files and stop")
+    data.add_argument("--convert", default=None, metavar="KGAT_DIR",
+                      help="convert a KGAT/KGIN-format folder into atomic files named --dataset")
+    data.add_argument("--valid_ratio", type=float, default=0.1,
+                      help="--convert: share of each user's train items held out for validation")
+    data.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                      help="continue a killed run from its saved/*.last.pth checkpoint")
     parser.add_argument(
         "--output", default=None,
-        help="output folder (comparison: results/compare-<dataset>; explanation: explanations/<checkpoint>)",
+        help="output folder (comparison: results/compare-<dataset>; explanation: explanations/<checkpoint>; "
+        "tuning: results/tune-<model>-<dataset>; conversion: ./dataset)",
     )
     return parser
 
@@ -70,6 +97,8 @@ def split_overrides(extra: Sequence[str]) -> Dict[str, Any]:
 
 def parse_args(argv: Optional[Sequence[str]]) -> Tuple[argparse.Namespace, Dict[str, Any]]:
     args, extra = build_parser().parse_known_args(argv)
+    if args.convert is None and args.dataset is None:
+        args.dataset = DEFAULT_DATASET
     return args, split_overrides(extra)
 
 
@@ -84,10 +113,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _compare(args, overrides)
         if args.explain:
             return _explain(args, overrides)
+        if args.tune:
+            return _tune(args, overrides)
+        if args.convert:
+            return _convert(args, overrides)
+        if args.check:
+            return _check(args, overrides)
+        if args.resume:
+            return _resume(args, overrides)
         from recbole_kgin.quick_start import run_recbole_kgin
 
         result = run_recbole_kgin(
-            model=args.model,
+            model=args.model or DEFAULT_MODEL,
             dataset=args.dataset,
             config_file_list=config_file_list(args),
             config_dict=overrides,
@@ -95,9 +132,60 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{args.model} on {args.dataset}")
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    _print_result(f"{args.model or DEFAULT_MODEL} on {args.dataset}", result)
+    return 0
+
+
+def _print_result(title: str, result: Dict[str, Any]) -> None:
+    print(title)
     print(f"best valid: {format_metrics(result['best_valid_result'])}")
     print(f"test:       {format_metrics(result['test_result'])}")
+
+
+def _no_overrides(action: str, overrides: Dict[str, Any]) -> None:
+    if overrides:
+        raise UserInputError(f"{action} takes no config overrides (got --{next(iter(overrides))}=...)")
+
+
+def _convert(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
+    if not args.dataset:
+        raise UserInputError("--convert needs --dataset <name for the converted dataset>")
+    _no_overrides("--convert", overrides)
+    from recbole_kgin.convert import convert_kgat
+
+    output = args.output or "dataset"
+    counts = convert_kgat(args.convert, args.dataset, output, args.force, args.valid_ratio)
+    for name, count in counts.items():
+        print(f"{name}: {count} rows")
+    folder = os.path.join(output, args.dataset)
+    print(f"written to {folder}; run: python run_recbole_kgin.py --dataset {args.dataset} "
+          f"--data_path={output} --config_files {os.path.join(folder, args.dataset + '.yaml')}")
+    return 0
+
+
+def _check(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
+    from recbole_kgin.config import Config
+    from recbole_kgin.validate import validate_config
+
+    config = Config(args.model or DEFAULT_MODEL, args.dataset, config_file_list(args), overrides)
+    report = validate_config(config)
+    for error in report.errors:
+        print(f"error: {error}", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    counts = ", ".join(f"{name} {count} rows" for name, count in report.counts.items())
+    print(f"{args.dataset} in {config['data_path']}: {'OK' if report.ok else 'ERRORS'}" + (f" ({counts})" if counts else ""))
+    return 0 if report.ok else 2
+
+
+def _resume(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
+    _no_overrides("--resume", overrides)
+    from recbole_kgin.quick_start import resume_recbole_kgin
+
+    _print_result(f"resumed {args.resume}", resume_recbole_kgin(args.resume))
     return 0
 
 
@@ -118,13 +206,46 @@ def _compare(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
 def _explain(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
     if args.user is None:
         raise UserInputError("--explain needs --user <user id>")
-    if overrides:
-        raise UserInputError(f"--explain takes no config overrides (got --{next(iter(overrides))}=...)")
+    _no_overrides("--explain", overrides)
     if args.top < 1 or args.intents < 1:
         raise UserInputError("--top and --intents must be >= 1")
     from recbole_kgin.explain import run_explain
 
     print(run_explain(args.explain, args.user, args.item, args.top, args.intents, args.output, args.json))
+    return 0
+
+
+def tune_model(args: argparse.Namespace) -> str:
+    """--model, else the space file's stem when it names a model, else KGIN."""
+    if args.model:
+        return args.model
+    from pathlib import Path
+
+    from recbole_kgin.utils import get_model
+
+    stem = Path(args.tune).stem
+    try:
+        get_model(stem)
+    except UserInputError:
+        return DEFAULT_MODEL
+    return stem
+
+
+def _tune(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
+    from recbole_kgin.tune import format_trials, run_tune
+
+    model = tune_model(args)
+    outcome = run_tune(
+        args.tune, model, args.dataset, config_file_list(args), overrides,
+        num_samples=args.num_samples, search=args.search, scheduler=args.scheduler,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        address=args.address, output=args.output, max_concurrent=args.max_concurrent,
+        grace_period=args.grace_period,
+    )
+    print(format_trials(outcome["trials"]))
+    print(f"best {model} on {args.dataset}: valid {outcome['valid_metric']} = {outcome['best_valid_score']:.4f}, "
+          f"config written to {outcome['best_config_file']}")
+    print(f"retrained with it, test: {format_metrics(outcome['test_result'])}")
     return 0
 
 

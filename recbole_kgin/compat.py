@@ -1,6 +1,6 @@
 """Fixes that let RecBole 1.2.1 run on today's stack.
 
-RecBole 1.2.1 (the latest release) breaks in three places on the versions that pip
+RecBole 1.2.1 (the latest release) breaks in four places on the versions that pip
 installs today. Each fix below names the RecBole line it addresses and leaves the
 math of the affected model unchanged. :func:`apply` installs all of them; it is
 idempotent and runs when :mod:`recbole_kgin` is imported.
@@ -125,8 +125,23 @@ def _patch_kgat_without_dgl() -> None:
         )
 
 
+# --- 4. numpy >= 1.24: the aliases np.float, np.int, np.bool, ... were removed --------
+# recbole/evaluator/metrics.py:90 (MRR), :131 (MAP), :190 (NDCG) and
+# recbole/data/interaction.py:31 use np.float / np.int. RecBole defines the aliases
+# in Config.compatibility_settings (recbole/config/configurator.py:625), i.e. only
+# once a Config is built; a run resumed or explained from a checkpoint unpickles its
+# Config without building one and crashes in evaluation. Defining them on import
+# (with RecBole's own code) makes every entry point safe.
+def _patch_numpy_aliases() -> None:
+    if not hasattr(np, "float"):
+        from recbole.config.configurator import Config
+
+        Config.compatibility_settings(None)
+
+
 def apply() -> None:
     """Install every fix; calling it again changes nothing."""
     _patch_trainer_torch_load()
     _patch_dok_update()
     _patch_kgat_without_dgl()
+    _patch_numpy_aliases()

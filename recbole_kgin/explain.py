@@ -40,7 +40,6 @@ select), so the second list is the one grounded in the score.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -93,14 +92,10 @@ class Explanation:
 
 def load_checkpoint(model_file: str) -> Tuple[Any, KGIN, Any]:
     """(config, model in eval mode, training dataset) from a KGIN checkpoint."""
-    if not os.path.isfile(model_file):
-        raise UserInputError(f"checkpoint '{model_file}' not found: pass a saved/KGIN-*.pth file")
-    try:
-        checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
-        config = checkpoint["config"]
-        state_dict = checkpoint["state_dict"]
-    except Exception as error:  # not a RecBole checkpoint at all
-        raise UserInputError(f"'{model_file}' is not a RecBole/recbole-kgin checkpoint ({type(error).__name__})") from None
+    from recbole_kgin.quick_start import read_checkpoint
+
+    checkpoint = read_checkpoint(model_file)
+    config, state_dict = checkpoint["config"], checkpoint["state_dict"]
     if config["model"] != "KGIN":
         raise UserInputError(f"'{model_file}' holds a {config['model']} model: --explain needs a KGIN checkpoint")
     config["device"] = torch.device("cpu")

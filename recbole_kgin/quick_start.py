@@ -13,6 +13,7 @@ from recbole.utils import get_environment, init_logger, init_seed, set_color
 from recbole_kgin.config import Config
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.utils import get_model, get_trainer
+from recbole_kgin.validate import require_valid
 
 
 def reserve_checkpoint_path(path: str) -> str:
@@ -34,10 +35,12 @@ def reserve_checkpoint_path(path: str) -> str:
 
 
 def build(config: Config, saved: bool = True):
-    """Dataset, loaders, model and trainer for ``config``.
+    """Dataset, loaders, model and trainer for ``config`` (its files checked first).
 
     Returns ``(dataset, (train, valid, test), model, trainer)``.
     """
+    for warning in require_valid(config):
+        getLogger().warning(warning)
     dataset = create_dataset(config)
     getLogger().info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
@@ -96,14 +99,49 @@ def run_recbole_kgin(
     }
 
 
+def resume_recbole_kgin(checkpoint_file: str) -> Dict[str, Any]:
+    """Continue a run from its ``.last`` checkpoint (or, less exactly, its best one)
+    with the checkpoint's own config; returns what :func:`run_recbole_kgin` returns."""
+    checkpoint = read_checkpoint(checkpoint_file)
+    config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    _, (train_data, valid_data, test_data), _, trainer = build(config, saved=False)
+    trainer.resume_checkpoint(checkpoint_file, train_data=train_data)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=True, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+
+
+def read_checkpoint(model_file: str) -> Dict[str, Any]:
+    if not os.path.isfile(model_file):
+        raise UserInputError(f"checkpoint '{model_file}' not found: pass a saved/*.pth file")
+    try:
+        checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise UserInputError(
+            f"'{model_file}' is not a readable RecBole/recbole-kgin checkpoint ({type(error).__name__})"
+        ) from None
+    if not isinstance(checkpoint, dict) or "config" not in checkpoint or "state_dict" not in checkpoint:
+        raise UserInputError(f"'{model_file}' is not a RecBole/recbole-kgin checkpoint (no config/state_dict)")
+    return checkpoint
+
+
 def load_data_and_model(model_file: str) -> Tuple[Any, ...]:
     """Rebuild ``(config, model, dataset, train, valid, test)`` from a checkpoint.
 
     The checkpoint is one that RecBole or recbole-kgin wrote (it pickles the config).
     """
-    if not os.path.isfile(model_file):
-        raise UserInputError(f"checkpoint '{model_file}' not found: pass a saved/*.pth file")
-    checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(model_file)
     config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)

@@ -77,9 +77,12 @@ def _recbole_model(model_name: str):
 
 
 def get_trainer(model_type: ModelType, model_name: str) -> type:
-    """``recbole_kgin.trainer.<model_name>Trainer`` if it exists, else RecBole's choice."""
+    """``recbole_kgin.trainer.<model_name>Trainer`` if it exists, else RecBole's choice;
+    either way made resumable (:mod:`recbole_kgin.resumable`)."""
+    from recbole_kgin.resumable import resumable
+
     trainer_module = importlib.import_module("recbole_kgin.trainer")
     trainer = getattr(trainer_module, f"{model_name}Trainer", None)
-    if trainer is not None:
-        return trainer
-    return recbole_get_trainer(model_type, model_name)
+    if trainer is None:
+        trainer = recbole_get_trainer(model_type, model_name)
+    return resumable(trainer)

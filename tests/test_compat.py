@@ -85,3 +85,17 @@ def test_recbole_builtin_kgin_runs_when_torch_scatter_is_installed():
     pytest.importorskip("torch_scatter", reason="RecBoleKGIN needs torch-scatter (optional extra)")
     result = run_recbole_kgin("RecBoleKGIN", "ml-100k", config_dict=dict(FAST), saved=True)
     assert result["test_result"]["recall@20"] > 0.0
+
+
+def test_metrics_work_without_building_a_config_on_numpy_1_24_and_later(monkeypatch):
+    from recbole.evaluator.metrics import MRR
+
+    from recbole_kgin import compat
+
+    hits = np.array([[0, 1, 0], [0, 0, 0]])
+    with monkeypatch.context() as unfixed:
+        unfixed.delattr(np, "float")  # as numpy >= 1.24 ships
+        with pytest.raises(AttributeError, match="float"):
+            MRR.metric_info(None, hits)
+        compat.apply()
+        assert np.allclose(MRR.metric_info(None, hits), [[0, 0.5, 0.5], [0, 0, 0]])

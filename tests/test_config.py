@@ -14,6 +14,7 @@ from recbole_kgin.data_location import EMBEDDED_PATH
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.model import KGIN, RecBoleKGIN
 from recbole_kgin.utils import get_model, get_trainer
+from recbole_kgin.resumable import ResumableTrainer
 from recbole_kgin.trainer import KGINTrainer
 from toy_data import write_toy_dataset
 
@@ -25,7 +26,11 @@ def test_plugin_model_first_then_recbole():
 
     assert get_model("BPR") is BPR
     assert get_model("RecBoleKGIN") is RecBoleKGIN and issubclass(RecBoleKGIN, BuiltinKGIN)
-    assert get_trainer(KGIN.type, "KGIN") is KGINTrainer
+    trainer = get_trainer(KGIN.type, "KGIN")
+    assert issubclass(trainer, KGINTrainer) and issubclass(trainer, ResumableTrainer)
+    from recbole.trainer import KGATTrainer
+
+    assert issubclass(get_trainer(KGIN.type, "KGAT"), KGATTrainer)
 
 
 @pytest.mark.parametrize("name", ["kgin", "NoSuchModel", "Kgat"])

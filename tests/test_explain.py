@@ -49,7 +49,7 @@ def trained(tmp_path_factory):
     settings = {**TOY, "data_path": str(root / "data"), "checkpoint_dir": str(root / "saved"), "epochs": 60,
                 "learning_rate": 0.01, "n_factors": 2, "train_batch_size": 128, "stopping_step": 1000, "seed": 0}
     run_recbole_kgin("KGIN", "colors", config_dict=settings)
-    (checkpoint,) = glob.glob(str(root / "saved" / "KGIN-*.pth"))
+    (checkpoint,) = glob.glob(str(root / "saved" / "KGIN-*[0-9].pth"))  # not the .last one
     return checkpoint, history
 
 
@@ -134,9 +134,9 @@ def test_missing_or_foreign_checkpoints_are_refused(tmp_path, toy_root):
     with pytest.raises(UserInputError, match="not found"):
         run_explain(str(tmp_path / "none.pth"), "u1")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(UserInputError, match="not a RecBole"):
+    with pytest.raises(UserInputError, match="is not a readable RecBole"):
         run_explain(str(tmp_path / "junk.pth"), "u1")
     run_recbole_kgin("BPR", "toy", config_dict={**TOY, "data_path": str(toy_root)})
-    (bpr,) = glob.glob("saved/BPR-*.pth")
+    (bpr,) = glob.glob("saved/BPR-*[0-9].pth")
     with pytest.raises(UserInputError, match="holds a BPR model"):
         run_explain(bpr, "u1")

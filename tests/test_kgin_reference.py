@@ -8,7 +8,7 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from conftest import FAST, TOY
+from conftest import TOY
 from recbole_kgin.config import Config
 from recbole_kgin.quick_start import build
 from reference_kgin import ReferenceKGIN, is_close

@@ -2,9 +2,9 @@
 
 ``torch.nn.functional.dropout`` draws one float per element through ``bernoulli_``,
 which on CPU costs ~19 ms for a 34k x 64 table, more than the sparse products of a
-hop. :func:`keep_mask` takes four 15-bit uniforms from each 64-bit draw instead
+hop. :func:`keep_mask` takes four 16-bit uniforms from each 64-bit draw instead
 (~8x fewer generator calls); the drop probability is thereby rounded to a multiple
-of 1/32768 (0.1 -> 0.100006; 0.5 is exact).
+of 1/65536 (0.1 -> 0.1000061; 0.5 is exact).
 
 KGIN L2-normalises every hop's output right after message dropout, so the two are
 one step here (:func:`dropout_normalize`) with a hand-written backward.
@@ -17,7 +17,7 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 
-_LEVELS = 1 << 15
+_LEVELS = 1 << 16
 _NORMALIZE_EPS = 1e-12  # F.normalize's default
 
 
@@ -27,9 +27,10 @@ def keep_mask(shape: Union[int, Sequence[int]], rate: float, device: torch.devic
     count = 1
     for size in shape:
         count *= size
-    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_()
-    lanes = words.view(torch.int16)[:count] & (_LEVELS - 1)
-    return (lanes >= round(rate * _LEVELS)).view(shape)
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(-(2**63), 2**63 - 1)  # every bit uniform
+    lanes = words.view(torch.int16)[:count]  # uniform over [-32768, 32767]
+    return (lanes >= round(rate * _LEVELS) - 32768).view(shape)
 
 
 class _DropoutNormalize(torch.autograd.Function):

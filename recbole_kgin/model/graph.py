@@ -172,29 +172,29 @@ class _RelationalMean(torch.autograd.Function):
     """One KG hop: ``Y[h] = sum_r R[r] * sum_{(h, r, t)} w_e X[t]``.
 
     Forward: weighted sums of tails per (relation, head) group (one embedding bag),
-    times the relation vector in place (one relation run at a time), added into
-    heads (a second bag). Backward mirrors it; the group sums are recomputed rather
-    than stored. No (edges, d) or (pairs, d) tensor of gathered rows is built.
+    times the relation vector (one relation run at a time, so each ``R`` row stays in
+    cache), added into heads (a second bag). Backward mirrors it, reusing the group
+    sums. No (edges, d) or (pairs, d) tensor of gathered rows is built.
     """
 
     @staticmethod
     def forward(ctx, entity, relation, values, gather, hop):
-        groups = gather.product(values, entity)
-        ctx.gather, ctx.hop = gather, hop
-        ctx.save_for_backward(entity, relation, values)
+        group_sums = gather.product(values, entity)
+        messages = torch.empty_like(group_sums)
         for rel, start, end in hop.segments:
-            groups[start:end].mul_(relation[rel])
-        return hop.head_sum.product(None, groups)
+            torch.mul(group_sums[start:end], relation[rel], out=messages[start:end])
+        ctx.gather, ctx.hop = gather, hop
+        ctx.save_for_backward(relation, values, group_sums)
+        return hop.head_sum.product(None, messages)
 
     @staticmethod
     def backward(ctx, grad_out):
-        entity, relation, values = ctx.saved_tensors
+        relation, values, group_sums = ctx.saved_tensors
         gather, hop = ctx.gather, ctx.hop
         grad_groups = grad_out.index_select(0, hop.group_head)
-        groups = gather.product(values, entity)
         grad_relation = torch.zeros_like(relation)
         for rel, start, end in hop.segments:
-            grad_relation[rel] = (grad_groups[start:end] * groups[start:end]).sum(dim=0)
+            grad_relation[rel] = (grad_groups[start:end] * group_sums[start:end]).sum(dim=0)
             grad_groups[start:end].mul_(relation[rel])
         grad_entity = gather.product_transposed(values, grad_groups)
         return grad_entity, grad_relation, None, None, None

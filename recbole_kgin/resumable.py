@@ -1,0 +1,141 @@
+"""Checkpoints that let a killed run resume exactly, and a clear stop on NaN/inf.
+
+Every trainer that recbole-kgin hands out (its own and RecBole's, see
+:func:`recbole_kgin.utils.get_trainer`) is wrapped with :class:`ResumableTrainer`:
+
+- after each validation it writes ``<best checkpoint>.last.pth``: model, optimizer,
+  epoch, early-stopping state, best validation result, the path of the best
+  checkpoint and every random state the next epoch draws from (torch, numpy, Python,
+  the loaders' generators). ``--resume <that file>`` continues from the next epoch and
+  ends exactly as the uninterrupted run would (CPU; same seed and config);
+- checkpoints are written to a temporary file and renamed, so a kill never leaves a
+  half-written file;
+- a loss that is NaN or infinite stops training with :class:`TrainingDiverged`,
+  naming the epoch and batch and the checkpoints that were kept.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+
+
+class TrainingDiverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+def last_checkpoint_path(best_checkpoint: str) -> str:
+    stem, suffix = os.path.splitext(best_checkpoint)
+    return f"{stem}.last{suffix}"
+
+
+def _generators(train_data) -> List[torch.Generator]:
+    loaders = [train_data, getattr(train_data, "general_dataloader", None), getattr(train_data, "kg_dataloader", None)]
+    found = []
+    for loader in loaders:
+        generator = getattr(loader, "generator", None) if loader is not None else None
+        if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
+            found.append(generator)
+    return found
+
+
+def _save_atomically(state: Dict[str, Any], path: str) -> None:
+    temporary = f"{path}.tmp"
+    torch.save(state, temporary, pickle_protocol=4)
+    os.replace(temporary, path)
+
+
+class ResumableTrainer:
+    """Mixin for RecBole trainers (put before the trainer class in the bases)."""
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self._batch_index = 0
+        self._epoch_index = self.start_epoch
+
+        def after_validation(epoch_idx, valid_score):
+            if saved:
+                self._save_last_checkpoint(epoch_idx, train_data)
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self._epoch_index, self._batch_index = epoch_idx, 0
+        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+
+    def _check_nan(self, loss) -> None:
+        if not bool(torch.isfinite(loss).all()):
+            kept = [path for path in (self.saved_model_file, last_checkpoint_path(self.saved_model_file)) if os.path.isfile(path)]
+            raise TrainingDiverged(
+                f"training loss became {loss.item()} at epoch {self._epoch_index} batch {self._batch_index}; "
+                f"kept: {', '.join(kept) or 'no checkpoint yet'}; lower learning_rate or reg/sim weights "
+                f"and rerun (or --resume the .last checkpoint)"
+            )
+        self._batch_index += 1
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        target = kwargs.pop("saved_model_file", self.saved_model_file)
+        temporary = f"{target}.tmp"
+        super()._save_checkpoint(epoch, verbose=False, saved_model_file=temporary, **kwargs)
+        os.replace(temporary, target)
+        if verbose:
+            self.logger.info(f"Saving current: {target}")
+
+    def _save_last_checkpoint(self, epoch: int, train_data) -> None:
+        state = {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "best_valid_result": self.best_valid_result,
+            "best_checkpoint": self.saved_model_file,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "loaders": [g.get_state() for g in _generators(train_data)],
+            },
+        }
+        _save_atomically(state, last_checkpoint_path(self.saved_model_file))
+
+    def resume_checkpoint(self, resume_file, train_data=None) -> None:
+        """Restore a ``.last`` checkpoint (everything) or a best checkpoint (RecBole's
+        fields only: the run continues, but not bit for bit)."""
+        checkpoint = torch.load(str(resume_file), map_location=self.device, weights_only=False)
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.best_valid_result = checkpoint.get("best_valid_result")
+        self.saved_model_file = checkpoint.get("best_checkpoint", str(resume_file))
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        rng = checkpoint.get("rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            np.random.set_state(rng["numpy"])
+            random.setstate(rng["python"])
+            if train_data is not None:
+                for generator, state in zip(_generators(train_data), rng["loaders"]):
+                    generator.set_state(state)
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+
+def resumable(trainer_class: type) -> type:
+    """``trainer_class`` with :class:`ResumableTrainer` mixed in (same name)."""
+    from recbole.trainer import Trainer
+
+    if not issubclass(trainer_class, Trainer) or issubclass(trainer_class, ResumableTrainer):
+        return trainer_class
+    return type(trainer_class.__name__, (ResumableTrainer, trainer_class), {"__module__": trainer_class.__module__})

@@ -1,0 +1,290 @@
+"""Hyper-parameter search with Ray Tune that prunes on validation, never on test.
+
+    python run_recbole_kgin.py --tune tuning/KGIN.yaml --dataset ml-1m --num_samples 20
+    python tuning/run_tune.py tuning/KGIN.yaml --dataset ml-1m --num_samples 20   # the same
+
+Every trial trains through recbole-kgin's pipeline and reports the **validation**
+metric (``valid_metric``) after **every** epoch, so the ASHA scheduler (default) can
+stop weak trials early; RecBole's own early stopping still applies inside a trial.
+The test set is touched once, at the end, when the best configuration is retrained
+and evaluated. A trial that raises (bad value, out of memory) is marked failed and
+the search goes on.
+
+Search algorithms: ``random`` (default; Ray's variant generator: random samples, and
+``grid`` entries expanded), ``optuna`` or ``hyperopt`` when installed. Resources per
+trial: ``--cpus_per_trial``/``--gpus_per_trial``. ``--address`` (or ``RAY_ADDRESS``)
+attaches to a running Ray cluster; without it a local Ray starts.
+
+Outputs in ``results/tune-<Model>-<dataset>`` (or ``--output``): ``trials.md`` and
+``trials.csv`` (config, best valid score, epochs run, status per trial),
+``best_<Model>_<dataset>.yaml`` (a property file for ``--config_files``) and Ray's
+own records under ``ray/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import yaml
+
+from recbole_kgin.config import Config
+from recbole_kgin.errors import UserInputError
+from recbole_kgin.search_space import has_grid, load_space, to_ray
+
+SEARCHERS = ("random", "optuna", "hyperopt")
+SCHEDULERS = ("asha", "fifo")
+QUIET = {"show_progress": False, "state": "WARNING"}
+
+
+@dataclass
+class TrialRow:
+    trial: str
+    params: Dict[str, Any]
+    best_valid_score: Optional[float]
+    epochs_run: int
+    status: str  # completed, stopped by ASHA, stopped by RecBole, failed: ...
+
+
+def _trainable(
+    params: Dict[str, Any],
+    model: str,
+    dataset: str,
+    config_files: Optional[List[str]],
+    fixed: Dict[str, Any],
+    threads: int,
+) -> None:
+    """One trial: train, reporting the validation metrics after every epoch."""
+    from ray.air import session
+    from recbole.utils import init_seed
+
+    from recbole_kgin.quick_start import build
+
+    torch.set_num_threads(threads)
+    config = Config(model, dataset, config_files, {**fixed, **params, **QUIET})
+    init_seed(config["seed"], config["reproducibility"])
+    _, (train_data, valid_data, _), _, trainer = build(config, saved=False)
+    latest: Dict[str, float] = {}
+    valid_epoch = trainer._valid_epoch
+
+    def remembering_valid_epoch(*args, **kwargs):
+        score, result = valid_epoch(*args, **kwargs)
+        latest.clear()
+        latest.update(result)
+        return score, result
+
+    def report(epoch: int, score: float) -> None:
+        session.report(
+            {
+                "valid_score": float(score),
+                "epoch": epoch + 1,
+                "stopped_by_recbole": trainer.cur_step > trainer.stopping_step,
+                **{f"valid/{name}": float(value) for name, value in latest.items()},
+            }
+        )
+
+    trainer._valid_epoch = remembering_valid_epoch
+    trainer.fit(train_data, valid_data, verbose=False, saved=False, show_progress=False, callback_fn=report)
+
+
+def _search_algorithm(name: str, space: Dict[str, Any], metric: str, mode: str, max_concurrent: Optional[int]):
+    if name == "random":
+        return None  # Ray's BasicVariantGenerator: random samples, grid entries expanded
+    if has_grid(space):
+        raise UserInputError(f"--search {name} cannot expand 'grid' entries: use choice, or --search random")
+    try:
+        if name == "optuna":
+            from ray.tune.search.optuna import OptunaSearch
+
+            searcher = OptunaSearch(metric=metric, mode=mode)
+        else:
+            from ray.tune.search.hyperopt import HyperOptSearch
+
+            searcher = HyperOptSearch(metric=metric, mode=mode)
+    except (ImportError, AssertionError):
+        raise UserInputError(f"--search {name} needs the package: pip install {name}") from None
+    if max_concurrent:
+        from ray.tune.search import ConcurrencyLimiter
+
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
+    return searcher
+
+
+def _trial_rows(result_grid, max_epochs: int, bigger: bool) -> List[TrialRow]:
+    rows = []
+    for index, result in enumerate(result_grid):
+        frame = result.metrics_dataframe
+        reported = frame is not None and "valid_score" in getattr(frame, "columns", [])
+        scores = list(frame["valid_score"]) if reported else []
+        best = (max(scores) if bigger else min(scores)) if scores else None
+        if result.error is not None:
+            status = "failed: " + " ".join(str(result.error).split())[-300:]
+        elif scores and bool(frame["stopped_by_recbole"].iloc[-1]):
+            status = "stopped by RecBole (no improvement)"
+        elif len(scores) < max_epochs:
+            status = "stopped by ASHA"
+        else:
+            status = "completed"
+        params = {k: v for k, v in (result.config or {}).items()}
+        rows.append(TrialRow(f"trial {index}", params, best, len(scores), status))
+    return rows
+
+
+def format_trials(rows: Sequence[TrialRow]) -> str:
+    keys = sorted({k for row in rows for k in row.params})
+    header = ["trial", *keys, "best valid", "epochs", "status"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.trial] + [_short(row.params.get(k, "")) for k in keys]
+        cells += ["" if row.best_valid_score is None else f"{row.best_valid_score:.4f}", str(row.epochs_run), row.status]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def write_best_config(path: Path, model: str, dataset: str, values: Dict[str, Any], score: float, metric: str) -> None:
+    """A property file for ``run_recbole_kgin.py --config_files``."""
+    header = (
+        f"# Best {model} configuration on {dataset} found by recbole-kgin's Ray Tune search\n"
+        f"# (validation {metric} = {score:.4f}). Use it with:\n"
+        f"#   python run_recbole_kgin.py --model {model} --dataset {dataset} --config_files {path}\n"
+    )
+    body = yaml.safe_dump({k: _plain(v) for k, v in sorted(values.items())}, sort_keys=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(header + body, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def run_tune(
+    space_file: str,
+    model: str,
+    dataset: str,
+    config_file_list: Optional[List[str]] = None,
+    config_dict: Optional[Dict[str, Any]] = None,
+    num_samples: int = 10,
+    search: str = "random",
+    scheduler: str = "asha",
+    cpus_per_trial: float = 1,
+    gpus_per_trial: float = 0,
+    address: Optional[str] = None,
+    output: Optional[str] = None,
+    max_concurrent: Optional[int] = None,
+    grace_period: int = 1,
+    retrain: bool = True,
+) -> Dict[str, Any]:
+    """Run the search; returns ``{"trials", "best_params", "best_valid_score",
+    "best_config_file", "test_result", "retrained_valid_score", "valid_metric"}``
+    (the retrained values are None when ``retrain`` is False)."""
+    if search not in SEARCHERS:
+        raise UserInputError(f"--search {search}: choose one of {', '.join(SEARCHERS)}")
+    if scheduler not in SCHEDULERS:
+        raise UserInputError(f"--scheduler {scheduler}: choose one of {', '.join(SCHEDULERS)}")
+    if num_samples < 1 or cpus_per_trial <= 0 or gpus_per_trial < 0:
+        raise UserInputError("--num_samples must be >= 1, --cpus_per_trial > 0, --gpus_per_trial >= 0")
+    space = load_space(space_file)
+    # Resolve and check everything once in the driver; trials get absolute paths.
+    config_files = [os.path.abspath(f) for f in config_file_list or []]
+    base = Config(model, dataset, config_files, {**(config_dict or {}), **QUIET})
+    fixed = {**(config_dict or {}), "data_path": os.path.dirname(base["data_path"])}
+    metric, bigger = base["valid_metric"], base["valid_metric_bigger"]
+    mode = "max" if bigger else "min"
+    max_epochs = base["epochs"]
+    output_dir = Path(output or f"results/tune-{model}-{dataset}").resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    import ray
+    from ray import air, tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        trial_scheduler = (
+            ASHAScheduler(max_t=max_epochs, grace_period=grace_period, reduction_factor=2)
+            if scheduler == "asha"
+            else FIFOScheduler()
+        )
+        threads = max(1, int(cpus_per_trial))
+        trainable = tune.with_parameters(
+            _trainable, model=model, dataset=dataset, config_files=config_files or None, fixed=fixed, threads=threads
+        )
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
+            param_space=to_ray(space),
+            tune_config=tune.TuneConfig(
+                metric="valid_score",
+                mode=mode,
+                scheduler=trial_scheduler,
+                search_alg=_search_algorithm(search, space, "valid_score", mode, max_concurrent),
+                num_samples=num_samples,
+                max_concurrent_trials=max_concurrent if search == "random" else None,
+            ),
+            run_config=air.RunConfig(
+                name=f"{model}-{dataset}",
+                storage_path=str(output_dir / "ray"),
+                verbose=1,
+                failure_config=air.FailureConfig(max_failures=0, fail_fast=False),
+            ),
+        )
+        rows = _trial_rows(tuner.fit(), max_epochs, bigger)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+    _write_trials(rows, output_dir)
+    finished = [row for row in rows if row.best_valid_score is not None and not row.status.startswith("failed")]
+    if not finished:
+        raise UserInputError(f"every trial failed; see {output_dir / 'trials.md'}")
+    pick = max if bigger else min
+    best = pick(finished, key=lambda row: row.best_valid_score)
+    best_file = output_dir / f"best_{model}_{dataset}.yaml"
+    write_best_config(best_file, model, dataset, {**fixed, **best.params}, best.best_valid_score, metric)
+
+    test_result = retrained_valid_score = None
+    if retrain:
+        from recbole_kgin.quick_start import run_recbole_kgin
+
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)  # as in the trials, for the same numbers
+        try:
+            retrained = run_recbole_kgin(model, dataset, config_files + [str(best_file)], dict(QUIET))
+        finally:
+            torch.set_num_threads(previous_threads)
+        test_result = dict(retrained["test_result"])
+        retrained_valid_score = retrained["best_valid_score"]
+    return {
+        "trials": rows,
+        "best_params": best.params,
+        "best_valid_score": best.best_valid_score,
+        "best_config_file": str(best_file),
+        "test_result": test_result,
+        "retrained_valid_score": retrained_valid_score,
+        "valid_metric": metric,
+    }
+
+
+def _write_trials(rows: Sequence[TrialRow], output_dir: Path) -> None:
+    (output_dir / "trials.md").write_text(format_trials(rows) + "\n", encoding="utf-8")
+    keys = sorted({k for row in rows for k in row.params})
+    with open(output_dir / "trials.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["trial", *keys, "best_valid_score", "epochs_run", "status"])
+        for row in rows:
+            writer.writerow([row.trial, *[row.params.get(k, "") for k in keys],
+                             "" if row.best_valid_score is None else row.best_valid_score, row.epochs_run, row.status])

@@ -1,0 +1,228 @@
+"""Check a dataset's atomic files before RecBole reads them.
+
+    python run_recbole_kgin.py --check --dataset NAME [--data_path=...]
+
+RecBole answers a malformed atomic file with a pandas traceback deep in its loader.
+This reads the files first and reports, one line each, ``file:line: what is wrong;
+what to do``:
+
+errors (the run stops): a missing or empty file, a header that is not
+``name:type`` with a RecBole type, a missing required field (``.inter``: user and
+item; ``.kg``: head, relation, tail; ``.link``: item, entity), a row with the wrong
+number of columns, a non-number in a float column, bytes that are not valid in the
+configured encoding;
+
+warnings (the run goes on): KG self-loops and duplicate triples, ``.link`` rows for
+items that never occur in the interactions, and items without a KG link, with the
+share of interactions RecBole will drop because of them (it keeps only KG-linked
+items for knowledge-aware models).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+from recbole_kgin.errors import UserInputError
+
+FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
+
+
+@dataclass
+class Report:
+    errors: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+    counts: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass
+class _Table:
+    """The columns of one atomic file that the checks need, as strings."""
+
+    path: Path
+    header: List[str]
+    columns: Dict[str, List[str]]
+    rows: int
+
+
+def _read(
+    path: Path,
+    required: Sequence[str],
+    wanted: Sequence[str],
+    separator: str,
+    encoding: str,
+    report: Report,
+) -> Optional[_Table]:
+    """Parse ``path``; record its errors in ``report``; keep the ``wanted`` columns."""
+    name = path.name
+    if not path.is_file():
+        report.errors.append(f"{path}: file not found; create it or check --data_path and the dataset name")
+        return None
+    try:
+        text = path.read_bytes().decode(encoding)
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        report.errors.append(
+            f"{name}:{line}: bytes not valid {encoding} (at byte {error.start}); "
+            f"re-save the file as {encoding} or set encoding: <its encoding> in the config"
+        )
+        return None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # as Python's text mode
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines or not lines[0].strip():
+        report.errors.append(f"{name}:1: empty file; it needs a header such as 'user_id:token\\titem_id:token' and rows")
+        return None
+    header = lines[0].split(separator)
+    fields, types = [], []
+    for column, cell in enumerate(header, start=1):
+        if cell.count(":") != 1 or cell.split(":")[1] not in FIELD_TYPES:
+            report.errors.append(
+                f"{name}:1: header column {column} '{cell}' is not name:type with type one of "
+                f"{', '.join(FIELD_TYPES)}; write e.g. 'item_id:token' (separator {separator!r})"
+            )
+            return None
+        fields.append(cell.split(":")[0])
+        types.append(cell.split(":")[1])
+    missing = [f for f in required if f not in fields]
+    if missing:
+        report.errors.append(
+            f"{name}:1: required field(s) {', '.join(missing)} missing from the header ({', '.join(fields)}); "
+            f"rename the columns or set the *_FIELD config keys"
+        )
+        return None
+    if len(lines) == 1:
+        report.errors.append(f"{name}:2: no rows after the header; add data or remove the file")
+        return None
+    keep = {fields.index(f): f for f in wanted if f in fields}
+    floats = [i for i, t in enumerate(types) if t == "float"]
+    columns: Dict[str, List[str]] = {f: [] for f in keep.values()}
+    for number, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        cells = line.split(separator)
+        if len(cells) != len(fields):
+            report.errors.append(
+                f"{name}:{number}: {len(cells)} columns where the header has {len(fields)}; "
+                f"fix the row (separator {separator!r}; empty values still need their separators)"
+            )
+            return None
+        for index in floats:
+            value = cells[index]
+            if value:
+                try:
+                    float(value)
+                except ValueError:
+                    report.errors.append(
+                        f"{name}:{number}: '{value}' in float column '{fields[index]}' is not a number; "
+                        f"fix it or declare the column :token"
+                    )
+                    return None
+        for index, column in keep.items():
+            columns[column].append(cells[index])
+    return _Table(path, fields, columns, len(lines) - 1)
+
+
+def validate_dataset(
+    folder: str,
+    dataset: str,
+    knowledge: bool,
+    fields: Dict[str, str],
+    separator: str = "\t",
+    encoding: str = "utf-8",
+    benchmark_filename: Optional[Sequence[str]] = None,
+) -> Report:
+    """Check the atomic files of ``dataset`` in ``folder``.
+
+    ``fields`` maps the roles ``user, item, head, relation, tail, entity`` to the
+    column names (RecBole's ``*_FIELD`` config keys).
+    """
+    report = Report()
+    root = Path(folder)
+    user, item = fields["user"], fields["item"]
+    names = [f"{dataset}.{part}.inter" for part in benchmark_filename] if benchmark_filename else [f"{dataset}.inter"]
+    inter_items: List[str] = []
+    for name in names:
+        table = _read(root / name, [user, item], [item], separator, encoding, report)
+        if table is not None:
+            inter_items += table.columns[item]
+            report.counts[name] = table.rows
+    if not knowledge:
+        return report
+    head, relation, tail = fields["head"], fields["relation"], fields["tail"]
+    kg = _read(root / f"{dataset}.kg", [head, relation, tail], [head, relation, tail], separator, encoding, report)
+    link = _read(root / f"{dataset}.link", [item, fields["entity"]], [item, fields["entity"]], separator, encoding, report)
+    if kg is not None:
+        triples = list(zip(kg.columns[head], kg.columns[relation], kg.columns[tail]))
+        report.counts["triples"] = len(triples)
+        loops = sum(h == t for h, _, t in triples)
+        duplicates = len(triples) - len(set(triples))
+        if loops:
+            report.warnings.append(f"{dataset}.kg: {loops} self-loop triple(s) (head == tail); kept as they are")
+        if duplicates:
+            report.warnings.append(f"{dataset}.kg: {duplicates} duplicate triple(s); KGIN counts each once")
+    if link is not None and report.ok:
+        _check_links(dataset, link, item, fields["entity"], inter_items, kg, (head, tail), report)
+    return report
+
+
+def _check_links(dataset, link, item, entity, inter_items, kg, kg_fields, report) -> None:
+    linked = dict(zip(link.columns[item], link.columns[entity]))
+    interacted: Set[str] = set(inter_items)
+    unused = sum(1 for i in linked if i not in interacted)
+    if unused:
+        report.warnings.append(
+            f"{dataset}.link: {unused} of {len(linked)} linked item(s) never occur in the interactions"
+        )
+    if kg is not None:
+        entities = set(kg.columns[kg_fields[0]]) | set(kg.columns[kg_fields[1]])
+        dangling = sum(1 for e in linked.values() if e not in entities)
+        if dangling:
+            report.warnings.append(
+                f"{dataset}.link: {dangling} linked entity id(s) appear in no triple of {dataset}.kg; "
+                f"their items will be dropped"
+            )
+        linked = {i: e for i, e in linked.items() if e in entities}
+    unlinked = interacted - set(linked)
+    if unlinked and inter_items:
+        dropped = sum(1 for i in inter_items if i not in linked)
+        report.warnings.append(
+            f"{dataset}: {len(unlinked)} of {len(interacted)} interacted item(s) have no KG link; "
+            f"RecBole drops their {dropped} interaction(s) ({100.0 * dropped / len(inter_items):.1f}%)"
+        )
+
+
+def validate_config(config) -> Report:
+    """:func:`validate_dataset` with the folder, fields and format of a Config."""
+    from recbole.utils import ModelType
+
+    fields = {
+        "user": config["USER_ID_FIELD"],
+        "item": config["ITEM_ID_FIELD"],
+        "head": config["HEAD_ENTITY_ID_FIELD"],
+        "relation": config["RELATION_ID_FIELD"],
+        "tail": config["TAIL_ENTITY_ID_FIELD"],
+        "entity": config["ENTITY_ID_FIELD"],
+    }
+    return validate_dataset(
+        config["data_path"],
+        config["dataset"],
+        config["MODEL_TYPE"] == ModelType.KNOWLEDGE,
+        fields,
+        config["field_separator"],
+        config["encoding"] or "utf-8",
+        config["benchmark_filename"],
+    )
+
+
+def require_valid(config) -> Tuple[str, ...]:
+    """Raise :class:`UserInputError` with the first error; return the warnings."""
+    report = validate_config(config)
+    if report.errors:
+        raise UserInputError(report.errors[0])
+    return tuple(report.warnings)

@@ -1,0 +1,93 @@
+"""Ray Tune search: spaces, pruning on validation, failures, the best config."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import TOY
+from recbole_kgin.errors import UserInputError
+from recbole_kgin.search_space import load_space, to_ray
+from recbole_kgin.tune import run_tune
+
+
+def space_file(tmp_path, text, name="space.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("learning_rate: {normal: [0, 1]}", "key 'learning_rate': unknown sampler"),
+        ("learning_rate: {loguniform: [0, 0.1]}", "key 'learning_rate': loguniform needs low > 0"),
+        ("learning_rate: {uniform: [0.1, 0.01]}", "key 'learning_rate': uniform needs low < high"),
+        ("context_hops: {randint: [1.5, 3]}", "key 'context_hops': randint needs integers"),
+        ("ind: {choice: []}", "key 'ind': choice needs a non-empty list"),
+        ("ind: {choice: distance}", "key 'ind': choice needs a non-empty list"),
+        ("learning_rate: {uniform: [0.1, 0.2], choice: [1]}", "key 'learning_rate': unknown sampler"),
+        ("- 1\n- 2", "expected 'key: sampler' lines"),
+        ("a: [1\n", "line 2: not valid YAML"),
+    ],
+)
+def test_invalid_spaces_are_one_line_errors_naming_the_key(tmp_path, text, fragment):
+    with pytest.raises(UserInputError) as error:
+        load_space(space_file(tmp_path, text))
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_shipped_spaces_load(tmp_path):
+    from conftest import REPO_ROOT
+
+    for name in ["KGIN", "KGAT", "KGCN", "CKE"]:
+        space = load_space(str(REPO_ROOT / "tuning" / f"{name}.yaml"))
+        assert "learning_rate" in space and to_ray(space)
+    kgin = load_space(str(REPO_ROOT / "tuning" / "KGIN.yaml"))
+    assert {"node_dropout_rate", "mess_dropout_rate", "context_hops", "n_factors", "ind", "sim_regularity", "reg_weight"} <= set(kgin)
+
+
+def test_address_goes_to_ray(tmp_path, toy_root, monkeypatch):
+    import ray
+
+    seen = {}
+
+    class Attached(Exception):
+        pass
+
+    def fake_init(**kwargs):
+        seen.update(kwargs)
+        raise Attached
+
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    path = space_file(tmp_path, "learning_rate: {choice: [0.01]}")
+    with pytest.raises(Attached):
+        run_tune(path, "BPR", "toy", None, {**TOY, "data_path": str(toy_root)}, address="ray://head:10001")
+    assert seen["address"] == "ray://head:10001"
+
+
+@pytest.mark.slow
+def test_tiny_search_prunes_survives_failures_and_reproduces_the_best(tmp_path, toy_root):
+    space = space_file(
+        tmp_path,
+        "learning_rate: {grid: [0.05, 1.0e-6]}\n"
+        "node_dropout_rate: {grid: [0.1, 1.5]}\n"  # 1.5 is not a rate: those trials fail
+        "n_factors: {choice: [2, 4]}\n",
+    )
+    settings = {**TOY, "data_path": str(toy_root), "epochs": 6, "stopping_step": 100}
+    outcome = run_tune(space, "KGIN", "toy", None, settings, num_samples=3, output=str(tmp_path / "out"))
+    trials = outcome["trials"]
+    assert len(trials) == 12
+    statuses = [t.status for t in trials]
+    assert sum(s.startswith("failed") and "node_dropout_rate" in s for s in statuses) == 6
+    assert any(s == "stopped by ASHA" for s in statuses)
+    assert any(s == "completed" for s in statuses)
+    assert outcome["best_params"]["learning_rate"] == 0.05
+
+    best_file = outcome["best_config_file"]
+    values = yaml.safe_load(open(best_file))
+    assert values["learning_rate"] == 0.05 and values["node_dropout_rate"] == 0.1
+    assert outcome["retrained_valid_score"] == pytest.approx(outcome["best_valid_score"], abs=1e-12)
+    assert 0.0 <= outcome["test_result"]["recall@5"] <= 1.0
+    assert (tmp_path / "out" / "trials.md").read_text().count("| trial") == 12

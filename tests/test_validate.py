@@ -1,0 +1,121 @@
+"""The atomic-file checker: every error class, with small malformed files."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import TOY
+from recbole_kgin.cli import main
+from recbole_kgin.config import Config
+from recbole_kgin.errors import UserInputError
+from recbole_kgin.quick_start import run_recbole_kgin
+from recbole_kgin.validate import validate_dataset
+from toy_data import write_toy_dataset
+
+FIELDS = {"user": "user_id", "item": "item_id", "head": "head_id", "relation": "relation_id",
+          "tail": "tail_id", "entity": "entity_id"}
+
+
+@pytest.fixture
+def toy(tmp_path):
+    folder = tmp_path / "data" / "toy"
+    write_toy_dataset(folder)
+    return folder
+
+
+def check(folder, knowledge=True):
+    return validate_dataset(str(folder), "toy", knowledge, FIELDS)
+
+
+def replace_line(path, number, text):
+    lines = path.read_text().split("\n")
+    lines[number - 1] = text
+    path.write_text("\n".join(lines))
+
+
+def test_the_toy_dataset_is_clean_except_for_its_duplicate_triple(toy):
+    report = check(toy)
+    assert report.ok, report.errors
+    assert report.warnings == ["toy.kg: 1 duplicate triple(s); KGIN counts each once"]
+    assert report.counts["toy.inter"] == 120 and report.counts["triples"] == 29
+
+
+@pytest.mark.parametrize(
+    "file, line, text, fragment",
+    [
+        ("toy.inter", 1, "user_id\titem_id:token\trating:float", "toy.inter:1: header column 1 'user_id' is not name:type"),
+        ("toy.inter", 1, "user_id:token\titem_id:int\trating:float", "'item_id:int' is not name:type"),
+        ("toy.inter", 1, "uid:token\titem_id:token\trating:float", "toy.inter:1: required field(s) user_id missing"),
+        ("toy.kg", 1, "head_id:token\trel:token\ttail_id:token", "toy.kg:1: required field(s) relation_id missing"),
+        ("toy.link", 1, "item_id:token\tent:token", "toy.link:1: required field(s) entity_id missing"),
+        ("toy.inter", 4, "u0\ti3", "toy.inter:4: 2 columns where the header has 3"),
+        ("toy.kg", 3, "e_i1\tfilm.genre\tgenre1\textra", "toy.kg:3: 4 columns where the header has 3"),
+        ("toy.inter", 5, "u0\ti3\tfive", "toy.inter:5: 'five' in float column 'rating' is not a number"),
+    ],
+)
+def test_malformed_files_give_one_line_with_file_line_and_fix(toy, file, line, text, fragment):
+    replace_line(toy / file, line, text)
+    report = check(toy)
+    assert not report.ok and fragment in report.errors[0]
+    assert "\n" not in report.errors[0] and ";" in report.errors[0]  # what is wrong; what to do
+
+
+def test_encoding_crlf_empty_and_missing_files(toy):
+    (toy / "toy.link").write_bytes("item_id:token\tentity_id:token\ni1\te_\xe9\n".encode("latin-1"))
+    assert "toy.link:2: bytes not valid utf-8" in check(toy).errors[0]
+    (toy / "toy.link").write_bytes(b"item_id:token\tentity_id:token\r\ni1\te_i1\r\n")
+    assert check(toy).ok  # CRLF files read as RecBole reads them (text mode)
+    (toy / "toy.link").write_text("")
+    assert "toy.link:1: empty file" in check(toy).errors[0]
+    (toy / "toy.link").write_text("item_id:token\tentity_id:token\n")
+    assert "toy.link:2: no rows after the header" in check(toy).errors[0]
+    (toy / "toy.link").unlink()
+    assert "toy.link: file not found" in check(toy).errors[0]
+    assert check(toy, knowledge=False).ok  # general models need no .link
+
+
+def test_warnings_count_self_loops_unused_links_and_unlinked_items(toy):
+    with open(toy / "toy.kg", "a") as handle:
+        handle.write("genre1\tfilm.genre\tgenre1\n")
+    with open(toy / "toy.link", "a") as handle:
+        handle.write("i99\te_i99\n")
+    lines = (toy / "toy.link").read_text().splitlines()
+    (toy / "toy.link").write_text("\n".join(line for line in lines if not line.startswith("i3\t")) + "\n")
+    report = check(toy)
+    assert report.ok
+    text = "\n".join(report.warnings)
+    assert "toy.kg: 1 self-loop triple(s)" in text
+    assert "toy.link: 1 of 12 linked item(s) never occur in the interactions" in text
+    assert "toy.link: 1 linked entity id(s) appear in no triple" in text
+    inter = (toy / "toy.inter").read_text().splitlines()[1:]
+    dropped = sum(1 for line in inter if line.split("\t")[1] == "i3")
+    assert f"toy: 1 of 12 interacted item(s) have no KG link; RecBole drops their {dropped} interaction(s)" in text
+
+
+def test_runs_stop_before_recbole_with_the_first_error(toy):
+    replace_line(toy / "toy.kg", 2, "oops")
+    with pytest.raises(UserInputError, match="toy.kg:2: 1 columns where the header has 3"):
+        run_recbole_kgin("KGIN", "toy", config_dict={**TOY, "data_path": str(toy.parent)})
+
+
+def test_check_command_exit_status_and_output(toy, capsys):
+    argv = ["--check", "--dataset", "toy", f"--data_path={toy.parent}"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "warning: toy.kg: 1 duplicate triple(s)" in out and "toy in" in out and "OK" in out
+    replace_line(toy / "toy.inter", 3, "u0")
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: toy.inter:3: 1 columns") and "ERRORS" in captured.out
+
+
+def test_the_shared_ml_1m_and_lastfm_pass(tmp_path):
+    from conftest import shared_dataset
+
+    for name in ["lastfm", "ml-1m"]:
+        root = shared_dataset(name)
+        config = Config("KGIN", name, config_dict={"data_path": str(root), "state": "WARNING"})
+        from recbole_kgin.validate import validate_config
+
+        report = validate_config(config)
+        assert report.ok, report.errors
