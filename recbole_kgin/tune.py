@@ -122,7 +122,8 @@ def _trial_rows(result_grid, max_epochs: int, bigger: bool) -> List[TrialRow]:
         scores = list(frame["valid_score"]) if reported else []
         best = (max(scores) if bigger else min(scores)) if scores else None
         if result.error is not None:
-            status = "failed: " + " ".join(str(result.error).split())[-300:]
+            lines = [line.strip() for line in str(result.error).splitlines() if line.strip()]
+            status = "failed: " + (lines[-1] if lines else type(result.error).__name__)
         elif scores and bool(frame["stopped_by_recbole"].iloc[-1]):
             status = "stopped by RecBole (no improvement)"
         elif len(scores) < max_epochs:

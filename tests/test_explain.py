@@ -6,7 +6,6 @@ from __future__ import annotations
 import glob
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,32 +14,7 @@ from recbole_kgin.cli import main
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.explain import Explainer, load_checkpoint, run_explain
 from recbole_kgin.quick_start import run_recbole_kgin
-from toy_data import write_atomic
-
-N_ITEMS, GROUP_SIZE = 40, 30
-
-
-def write_colors(folder, n_shapes=10):
-    """Items 0-19 are red, 20-39 blue; every item also has one of 10 shapes, spread
-    evenly over both colours. Users 0-29 like red items, 30-59 blue ones: colour
-    alone separates the groups."""
-    rng = np.random.default_rng(0)
-    triples = []
-    for i in range(N_ITEMS):
-        triples.append((f"e{i}", "color", "red" if i < 20 else "blue"))
-        triples.append((f"e{i}", "shape", f"shape{i % n_shapes}"))
-    inter = []
-    for user in range(2 * GROUP_SIZE):
-        pool = range(0, 20) if user < GROUP_SIZE else range(20, 40)
-        inter += [(f"u{user}", f"i{i}") for i in rng.choice(list(pool), size=10, replace=False)]
-    write_atomic(folder / "colors.inter", ["user_id:token", "item_id:token"], inter)
-    write_atomic(folder / "colors.kg", ["head_id:token", "relation_id:token", "tail_id:token"], triples)
-    write_atomic(folder / "colors.link", ["item_id:token", "entity_id:token"], [(f"i{i}", f"e{i}") for i in range(N_ITEMS)])
-    history = {}
-    for user, item in inter:
-        history.setdefault(user, set()).add(item)
-    return history
-
+from toy_data import GROUP_SIZE, write_colors
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

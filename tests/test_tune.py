@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from conftest import TOY
+from toy_data import write_colors
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.search_space import load_space, to_ray
 from recbole_kgin.tune import run_tune
@@ -68,26 +69,29 @@ def test_address_goes_to_ray(tmp_path, toy_root, monkeypatch):
 
 
 @pytest.mark.slow
-def test_tiny_search_prunes_survives_failures_and_reproduces_the_best(tmp_path, toy_root):
+def test_tiny_search_prunes_survives_failures_and_reproduces_the_best(tmp_path):
+    write_colors(tmp_path / "data" / "colors")
     space = space_file(
         tmp_path,
-        "learning_rate: {grid: [0.05, 1.0e-6]}\n"
+        "learning_rate: {grid: [0.02, 1.0e-6]}\n"
         "node_dropout_rate: {grid: [0.1, 1.5]}\n"  # 1.5 is not a rate: those trials fail
         "n_factors: {choice: [2, 4]}\n",
     )
-    settings = {**TOY, "data_path": str(toy_root), "epochs": 6, "stopping_step": 100}
-    outcome = run_tune(space, "KGIN", "toy", None, settings, num_samples=3, output=str(tmp_path / "out"))
+    settings = {**TOY, "data_path": str(tmp_path / "data"), "epochs": 6, "stopping_step": 100, "train_batch_size": 128}
+    outcome = run_tune(space, "KGIN", "colors", None, settings, num_samples=3, output=str(tmp_path / "out"))
     trials = outcome["trials"]
     assert len(trials) == 12
     statuses = [t.status for t in trials]
-    assert sum(s.startswith("failed") and "node_dropout_rate" in s for s in statuses) == 6
+    failed = [s for s in statuses if s.startswith("failed")]
+    assert len(failed) == 6 and all(s.startswith("failed: recbole_kgin.errors.UserInputError: bad config value node_dropout_rate=1.5") for s in failed)
     assert any(s == "stopped by ASHA" for s in statuses)
     assert any(s == "completed" for s in statuses)
-    assert outcome["best_params"]["learning_rate"] == 0.05
+    assert outcome["best_params"]["learning_rate"] == 0.02
 
     best_file = outcome["best_config_file"]
     values = yaml.safe_load(open(best_file))
-    assert values["learning_rate"] == 0.05 and values["node_dropout_rate"] == 0.1
+    assert values["learning_rate"] == 0.02 and values["node_dropout_rate"] == 0.1
     assert outcome["retrained_valid_score"] == pytest.approx(outcome["best_valid_score"], abs=1e-12)
     assert 0.0 <= outcome["test_result"]["recall@5"] <= 1.0
-    assert (tmp_path / "out" / "trials.md").read_text().count("| trial") == 12
+    table = (tmp_path / "out" / "trials.md").read_text().splitlines()
+    assert len(table) == 2 + 12  # header, separator, one row per trial
