@@ -8,14 +8,13 @@ time (no sort). Products run as weighted ``embedding_bag`` sums (one bag per row
 about 3x faster on CPU than torch's sparse CSR product, forward through the pattern
 and backward through its transpose.
 
-Only what the loss can reach is computed (the receptive field): the last hop outputs
-the items only, hop ``l`` the items plus the KG tails that hop ``l + 1`` reads, and
+Only what the loss can reach is computed: the last hop outputs the items only, and
 the user side only the batch's users (users never exchange messages).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,30 +29,36 @@ def _row_pointers(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
     return pointers
 
 
+def _exclusive_prefix(counts: torch.Tensor) -> torch.Tensor:
+    """[0, c_0, c_0 + c_1, ...] for an inclusive running count ``counts``."""
+    return torch.cat([counts.new_zeros(1), counts])
+
+
 class CSRPattern:
-    """A sparsity pattern (row, col) sorted by row, and its transpose.
+    """A sparsity pattern in CSR order (``crow``, ``col``) and its transpose
+    (``crow_t``, ``col_t``), with ``perm_t`` mapping transposed entries to CSR ones.
 
     Args:
         rows, cols: int64 tensors of length nnz, sorted by row.
         shape: (n_rows, n_cols).
-        perm_t: positions of the entries in column-major order (computed if None).
     """
 
-    def __init__(
-        self,
-        rows: torch.Tensor,
-        cols: torch.Tensor,
-        shape: Tuple[int, int],
-        perm_t: Optional[torch.Tensor] = None,
-    ) -> None:
-        if perm_t is None:
-            order = np.lexsort((rows.cpu().numpy(), cols.cpu().numpy()))
-            perm_t = torch.from_numpy(order).to(rows.device)
+    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, shape: Tuple[int, int]) -> None:
+        order = np.lexsort((rows.cpu().numpy(), cols.cpu().numpy()))
         self.shape = shape
-        self.row, self.col, self.perm_t = rows, cols, perm_t
+        self.row, self.col = rows, cols
+        self.perm_t = torch.from_numpy(order).to(rows.device)
         self.crow = _row_pointers(rows, shape[0])
-        self.crow_t = _row_pointers(cols.index_select(0, perm_t), shape[1])
-        self.col_t = rows.index_select(0, perm_t)
+        self.crow_t = _row_pointers(cols.index_select(0, self.perm_t), shape[1])
+        self.col_t = rows.index_select(0, self.perm_t)
+
+    @classmethod
+    def _from_arrays(cls, shape, crow, col, crow_t, col_t, perm_t) -> "CSRPattern":
+        pattern = cls.__new__(cls)
+        pattern.shape, pattern.row = shape, None  # a batch's pattern is never selected from
+        pattern.crow, pattern.col = crow, col
+        pattern.crow_t, pattern.col_t, pattern.perm_t = crow_t, col_t, perm_t
+        return pattern
 
     @property
     def nnz(self) -> int:
@@ -71,18 +76,25 @@ class CSRPattern:
 
         ``row_map`` (n_rows_old,) renumbers rows (-1 for rows with no kept entry)
         into ``n_rows`` new rows, keeping their order. Returns the new pattern and
-        the positions of its entries in this one (to gather values).
+        the positions of its entries in this one (to gather values). Linear in nnz:
+        row pointers come from running counts, not from sorting or counting rows.
         """
+        running = torch.cumsum(keep, dim=0)
         kept = keep.nonzero().squeeze(1)
-        new_position = torch.cumsum(keep, dim=0) - 1
-        rows = self.row.index_select(0, kept)
-        shape = self.shape
-        if row_map is not None:
-            rows = row_map.index_select(0, rows)
-            shape = (n_rows, self.shape[1])
-        kept_t = keep.index_select(0, self.perm_t).nonzero().squeeze(1)
-        perm_t = new_position.index_select(0, self.perm_t.index_select(0, kept_t))
-        return CSRPattern(rows, self.col.index_select(0, kept), shape, perm_t), kept
+        keep_t = keep.index_select(0, self.perm_t)
+        running_t = torch.cumsum(keep_t, dim=0)
+        kept_t = keep_t.nonzero().squeeze(1)
+        perm_t = running.index_select(0, self.perm_t.index_select(0, kept_t)) - 1
+        col = self.col.index_select(0, kept)
+        col_t = self.col_t.index_select(0, kept_t)
+        crow_t = _exclusive_prefix(running_t).index_select(0, self.crow_t)
+        if row_map is None:
+            crow, shape = _exclusive_prefix(running).index_select(0, self.crow), self.shape
+        else:
+            rows = row_map.index_select(0, self.row.index_select(0, kept))
+            crow, shape = _row_pointers(rows, n_rows), (n_rows, self.shape[1])
+            col_t = row_map.index_select(0, col_t)
+        return CSRPattern._from_arrays(shape, crow, col, crow_t, col_t, perm_t), kept
 
     def product(self, values: Optional[torch.Tensor], dense: torch.Tensor) -> torch.Tensor:
         """``A @ dense`` (no autograd): (n_cols, d) -> (n_rows, d); ``values`` None = ones.
@@ -123,36 +135,33 @@ class _SparseMatmul(torch.autograd.Function):
 
 
 class _KGHop:
-    """The KG operator of one hop, over the rows that hop must produce.
+    """The KG operator of one hop onto entities ``0..n_outputs-1`` (all entities, or
+    the items, which come first), from all ``n_inputs`` entities.
 
     Edges are grouped by (relation, head); groups are sorted by relation.
 
-    - ``gather``: pattern (groups, input rows); entry = one edge, column = its tail.
+    - ``gather``: pattern (groups, entities); entry = one edge, column = its tail.
     - ``edges``: for each ``gather`` entry, the edge's position in the graph's order.
     - ``group_head``: each group's head as an output row; ``head_sum`` the static
       (output rows, groups) pattern of ones that adds groups into their head.
     - ``segments``: ``(relation, start, end)`` group runs of one relation.
     """
 
-    def __init__(self, heads, relations, tails, edges, output_rows, input_rows) -> None:
-        local_heads = np.searchsorted(output_rows, heads)
+    def __init__(self, heads, relations, tails, edges, n_outputs: int, n_inputs: int) -> None:
         groups, group_of_edge = np.unique(
-            np.stack([relations, local_heads], axis=1), axis=0, return_inverse=True
+            np.stack([relations, heads], axis=1).reshape(-1, 2), axis=0, return_inverse=True
         )
         group_of_edge = group_of_edge.reshape(-1)
         order = np.lexsort((tails, group_of_edge))
         self.edges = torch.from_numpy(edges[order])
         self.gather = CSRPattern(
-            torch.from_numpy(group_of_edge[order]),
-            torch.from_numpy(np.searchsorted(input_rows, tails[order])),
-            (len(groups), len(input_rows)),
+            torch.from_numpy(group_of_edge[order]), torch.from_numpy(tails[order]), (len(groups), n_inputs)
         )
         self.group_head = torch.from_numpy(groups[:, 1].copy())
         by_head = np.argsort(groups[:, 1], kind="stable")
         self.head_sum = CSRPattern(
-            torch.from_numpy(groups[by_head, 1]), torch.from_numpy(by_head), (len(output_rows), len(groups))
+            torch.from_numpy(groups[by_head, 1]), torch.from_numpy(by_head), (n_outputs, len(groups))
         )
-        self.output_rows = torch.from_numpy(output_rows)
         bounds = np.cumsum(np.bincount(groups[:, 0])).tolist() if len(groups) else []
         self.segments = [
             (relation, start, end)
@@ -161,7 +170,7 @@ class _KGHop:
         ]
 
     def to(self, device: torch.device) -> "_KGHop":
-        for name in ("edges", "group_head", "output_rows"):
+        for name in ("edges", "group_head"):
             setattr(self, name, getattr(self, name).to(device))
         self.gather.to(device)
         self.head_sum.to(device)
@@ -210,11 +219,10 @@ class KnowledgeGraph:
             duplicate triples are removed (as the authors do).
         n_entities: entity rows; entities ``0..n_items-1`` are the items.
         n_items: number of items.
-        n_hops: L.
 
-    Hop ``l`` (1-based) maps its input rows (all entities for ``l = 1``, else the
-    rows of hop ``l - 1``) to its output rows ``hop_rows(l)``, which always start with
-    the ``n_items`` items; the last hop outputs exactly the items.
+    Two operators: ``inner`` maps all entities to all entities (every hop but the
+    last), ``last`` maps all entities to the items only (the last hop: nothing reads
+    the other entities' last output). A batch selects its kept edges once for each.
     """
 
     def __init__(
@@ -224,7 +232,6 @@ class KnowledgeGraph:
         tails: np.ndarray,
         n_entities: int,
         n_items: int,
-        n_hops: int,
     ) -> None:
         triples = np.unique(np.stack([heads, relations, tails], axis=1).astype(np.int64), axis=0)
         triples = triples.reshape(-1, 3)
@@ -232,65 +239,44 @@ class KnowledgeGraph:
         self.relations = torch.from_numpy(triples[:, 1].copy())
         self.tails = torch.from_numpy(triples[:, 2].copy())
         self.n_entities = n_entities
-        self.hops = self._build_hops(triples, n_entities, n_items, n_hops)
+        self.inner = _KGHop(*triples.T, np.arange(len(triples)), n_entities, n_entities)
+        into_items = np.nonzero(triples[:, 0] < n_items)[0]
+        self.last = _KGHop(*triples[into_items].T, into_items, n_items, n_entities)
 
     @property
     def n_edges(self) -> int:
         return int(self.heads.numel())
 
-    @staticmethod
-    def _build_hops(triples: np.ndarray, n_entities: int, n_items: int, n_hops: int) -> List[_KGHop]:
-        items = np.arange(n_items)
-        outputs = [items]  # output rows per hop, last hop first
-        for _ in range(n_hops - 1):
-            into_rows = np.isin(triples[:, 0], outputs[-1])
-            outputs.append(np.union1d(items, triples[into_rows, 2]))
-        outputs.reverse()
-        hops = []
-        for hop, rows in enumerate(outputs):
-            edges = np.nonzero(np.isin(triples[:, 0], rows))[0]
-            sub = triples[edges]
-            input_rows = np.arange(n_entities) if hop == 0 else outputs[hop - 1]
-            hops.append(_KGHop(sub[:, 0], sub[:, 1], sub[:, 2], edges, rows, input_rows))
-        return hops
-
     def to(self, device: torch.device) -> "KnowledgeGraph":
         for name in ("heads", "relations", "tails"):
             setattr(self, name, getattr(self, name).to(device))
-        for hop in self.hops:
-            hop.to(device)
+        self.inner.to(device)
+        self.last.to(device)
         return self
 
-    def hop_rows(self, hop: int) -> torch.Tensor:
-        """Entity ids of the rows hop ``hop`` (1-based) outputs."""
-        return self.hops[hop - 1].output_rows
-
-    def prepare(self, keep: Optional[torch.Tensor]) -> List[Prepared]:
-        """Per hop, the pattern and weights 1/|kept N_h| of a batch's kept edges.
-
-        ``keep``: bool per edge (graph order), None = all edges (evaluation).
-        """
+    def prepare(self, keep: Optional[torch.Tensor]) -> Tuple[Prepared, Prepared]:
+        """The inner and last operators' patterns and weights 1/|kept N_h| for a
+        batch's kept edges. ``keep``: bool per edge (graph order), None = all edges."""
         kept = torch.ones_like(self.heads, dtype=torch.float32) if keep is None else keep.float()
         degree = torch.zeros(self.n_entities, device=kept.device).index_add_(0, self.heads, kept)
         edge_values = 1.0 / degree.clamp(min=1.0).index_select(0, self.heads)
         prepared = []
-        for hop in self.hops:
-            values = edge_values.index_select(0, hop.edges)
-            pattern = hop.gather
+        for hop in (self.inner, self.last):
+            pattern, edges = hop.gather, hop.edges
             if keep is not None:
-                pattern, positions = pattern.select(keep.index_select(0, hop.edges))
-                values = values.index_select(0, positions)
-            prepared.append((pattern, values))
-        return prepared
+                pattern, positions = pattern.select(keep.index_select(0, edges))
+                edges = edges.index_select(0, positions)
+            prepared.append((pattern, edge_values.index_select(0, edges)))
+        return prepared[0], prepared[1]
 
     def aggregate(
-        self, hop: int, prepared: Prepared, entity: torch.Tensor, relation: torch.Tensor
+        self, prepared: Tuple[Prepared, Prepared], last: bool, entity: torch.Tensor, relation: torch.Tensor
     ) -> torch.Tensor:
-        """Hop ``hop`` (1-based): input rows (n_in, d) -> output rows (n_out, d)."""
-        pattern, values = prepared
-        return _RelationalMean.apply(
-            entity, relation, values.to(entity.dtype), pattern, self.hops[hop - 1]
-        )
+        """One hop: all entities (N, d) -> all entities (N, d), or items (n_items, d)
+        when ``last``."""
+        hop = self.last if last else self.inner
+        pattern, values = prepared[1] if last else prepared[0]
+        return _RelationalMean.apply(entity, relation, values.to(entity.dtype), pattern, hop)
 
 
 class InteractionGraph:

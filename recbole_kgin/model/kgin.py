@@ -124,9 +124,7 @@ class KGIN(KnowledgeRecommender):
 
         heads, relations, tails = self._kg_triples(dataset)
         self.n_kg_relations = self.n_relations - 2  # minus [PAD] and [UI-Relation]
-        self.kg = KnowledgeGraph(
-            heads, relations, tails, self.n_entities, self.n_items, self.context_hops
-        ).to(self.device)
+        self.kg = KnowledgeGraph(heads, relations, tails, self.n_entities, self.n_items).to(self.device)
         inter = dataset.inter_matrix(form="coo")
         self.interactions = InteractionGraph(inter.row, inter.col, self.n_users, self.n_items).to(
             self.device
@@ -197,7 +195,7 @@ class KGIN(KnowledgeRecommender):
         if self.intent_attention == "intent":
             beta = torch.softmax(user @ intents.t(), dim=1)
         for hop in range(1, self.context_hops + 1):
-            entity_next = self.kg.aggregate(hop, kg_batch[hop - 1], entity, relation)
+            entity_next = self.kg.aggregate(kg_batch, hop == self.context_hops, entity, relation)
             item_mean = self.interactions.aggregate(inter_batch, entity[: self.n_items])
             if self.intent_attention == "latent":
                 beta = torch.softmax(user @ self.intent_latent.t(), dim=1)
