@@ -212,6 +212,7 @@ def run_tune(
     from ray import air, tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    search_algorithm = _search_algorithm(search, space, "valid_score", mode, max_concurrent)
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -232,7 +233,7 @@ def run_tune(
                 metric="valid_score",
                 mode=mode,
                 scheduler=trial_scheduler,
-                search_alg=_search_algorithm(search, space, "valid_score", mode, max_concurrent),
+                search_alg=search_algorithm,
                 num_samples=num_samples,
                 max_concurrent_trials=max_concurrent if search == "random" else None,
             ),

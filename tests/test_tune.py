@@ -48,6 +48,21 @@ def test_shipped_spaces_load(tmp_path):
     assert {"node_dropout_rate", "mess_dropout_rate", "context_hops", "n_factors", "ind", "sim_regularity", "reg_weight"} <= set(kgin)
 
 
+def test_unknown_or_missing_search_algorithms_are_one_line_errors(tmp_path, toy_root):
+    import importlib.util
+
+    path = space_file(tmp_path, "learning_rate: {choice: [0.01]}")
+    settings = {**TOY, "data_path": str(toy_root)}
+    with pytest.raises(UserInputError, match="--search bayes: choose one of random, optuna, hyperopt"):
+        run_tune(path, "BPR", "toy", None, settings, search="bayes")
+    grid = space_file(tmp_path, "learning_rate: {grid: [0.01, 0.1]}", "grid.yaml")
+    with pytest.raises(UserInputError, match="cannot expand 'grid' entries"):
+        run_tune(grid, "BPR", "toy", None, settings, search="optuna")
+    if importlib.util.find_spec("optuna") is None:
+        with pytest.raises(UserInputError, match="--search optuna needs the package: pip install optuna"):
+            run_tune(path, "BPR", "toy", None, settings, search="optuna")
+
+
 def test_address_goes_to_ray(tmp_path, toy_root, monkeypatch):
     import ray
 
