@@ -109,18 +109,9 @@ def config_file_list(args: argparse.Namespace) -> Optional[List[str]]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args, overrides = parse_args(argv)
-        if args.compare:
-            return _compare(args, overrides)
-        if args.explain:
-            return _explain(args, overrides)
-        if args.tune:
-            return _tune(args, overrides)
-        if args.convert:
-            return _convert(args, overrides)
-        if args.check:
-            return _check(args, overrides)
-        if args.resume:
-            return _resume(args, overrides)
+        for flag, action in ACTIONS:
+            if getattr(args, flag):
+                return action(args, overrides)
         from recbole_kgin.quick_start import run_recbole_kgin
 
         result = run_recbole_kgin(
@@ -247,6 +238,17 @@ def _tune(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
           f"config written to {outcome['best_config_file']}")
     print(f"retrained with it, test: {format_metrics(outcome['test_result'])}")
     return 0
+
+
+# The first action whose option is given runs; with none, a plain train-and-test run.
+ACTIONS = (
+    ("compare", _compare),
+    ("explain", _explain),
+    ("tune", _tune),
+    ("convert", _convert),
+    ("check", _check),
+    ("resume", _resume),
+)
 
 
 def format_metrics(metrics: Dict[str, float]) -> str:

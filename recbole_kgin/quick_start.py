@@ -78,13 +78,20 @@ def run_recbole_kgin(
     logger = getLogger()
     logger.info(config)
 
-    _, (train_data, valid_data, test_data), _, trainer = build(config, saved)
+    _, loaders, _, trainer = build(config, saved)
+    return _fit_and_test(config, trainer, loaders, saved)
+
+
+def _fit_and_test(config: Config, trainer, loaders, saved: bool) -> Dict[str, Any]:
+    """Fit with early stopping, then test (with the best checkpoint when ``saved``)."""
+    train_data, valid_data, test_data = loaders
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
     test_result = trainer.evaluate(
         test_data, load_best_model=saved, show_progress=config["show_progress"]
     )
+    logger = getLogger()
     logger.info(
         "The running environment of this training is as follows:\n"
         + get_environment(config).draw()
@@ -106,20 +113,9 @@ def resume_recbole_kgin(checkpoint_file: str) -> Dict[str, Any]:
     config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    logger = getLogger()
-    _, (train_data, valid_data, test_data), _, trainer = build(config, saved=False)
-    trainer.resume_checkpoint(checkpoint_file, train_data=train_data)
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=True, show_progress=config["show_progress"]
-    )
-    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
-    return {
-        "best_valid_score": best_valid_score,
-        "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": best_valid_result,
-        "test_result": test_result,
-    }
+    _, loaders, _, trainer = build(config, saved=False)
+    trainer.resume_checkpoint(checkpoint_file, train_data=loaders[0])
+    return _fit_and_test(config, trainer, loaders, saved=True)
 
 
 def read_checkpoint(model_file: str) -> Dict[str, Any]:
