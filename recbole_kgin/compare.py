@@ -4,7 +4,9 @@
 
 Every model gets the same dataset, split (``eval_args``), seed, negative sampling,
 full-ranking evaluation, metrics and early stopping on the validation metric; test
-metrics are those of the best validation epoch. Model hyper-parameters come from the
+metrics are those of the best validation epoch. RecBole keeps only KG-linked items for
+knowledge-aware models; when the list has one, models without KG (BPR, ...) get
+``kg_items_only: True`` so that they see those same interactions. Model hyper-parameters come from the
 property files (``properties/model/<Model>.yaml``, then
 ``properties/model/<Model>/<dataset>.yaml``) and the command line.
 
@@ -32,13 +34,14 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import yaml
-from recbole.utils import init_logger, init_seed
+from recbole.utils import ModelType, init_logger, init_seed
 from tqdm import tqdm
 
-from recbole_kgin.config import Config
+from recbole_kgin.config import Config, reads_kg
 from recbole_kgin.data_location import expected_files
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.quick_start import build
+from recbole_kgin.utils import get_model
 
 MAIN_METRICS = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
 # Keys that change how a run is shown or where it writes, not what it computes.
@@ -84,7 +87,7 @@ def config_hash(config: Config) -> str:
     settings = {k: v for k, v in resolved_config(config).items() if k not in UNHASHED_KEYS}
     settings.pop("data_path", None)
     digest.update(json.dumps(settings, sort_keys=True).encode())
-    knowledge = config["MODEL_TYPE"].name == "KNOWLEDGE"
+    knowledge = reads_kg(config)
     for name in expected_files(config["dataset"], True, config["benchmark_filename"]):
         path = Path(config["data_path"]) / name
         if path.is_file() and (knowledge or name.endswith(".inter")):
@@ -135,6 +138,13 @@ def train_and_test(config: Config) -> RunResult:
     )
 
 
+def _model_type(model: str) -> Optional[ModelType]:
+    try:
+        return get_model(model).type
+    except UserInputError:
+        return None
+
+
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return f"{type(error).__name__}: {text}"
@@ -153,11 +163,14 @@ def run_comparison(
     (output / "runs").mkdir(parents=True, exist_ok=True)
     (output / "configs").mkdir(parents=True, exist_ok=True)
     rows: List[RunResult] = []
+    with_kg = any(_model_type(model) == ModelType.KNOWLEDGE for model in models)
     progress = tqdm(models, desc="compare", unit="model", ncols=100)
     for model in progress:
         progress.set_postfix_str(model)
+        # Models without KG see the knowledge-aware models' data: KG-linked items only.
+        same_items = {"kg_items_only": True} if with_kg and _model_type(model) == ModelType.GENERAL else {}
         try:
-            config = Config(model, dataset, config_file_list, dict(config_dict or {}))
+            config = Config(model, dataset, config_file_list, {**(config_dict or {}), **same_items})
         except UserInputError as error:
             rows.append(RunResult(model=model, status="failed", error=str(error)))
             continue

@@ -48,6 +48,13 @@ def _find_properties_dir() -> Path:
 PROPERTIES_DIR = _find_properties_dir()
 
 
+def reads_kg(config) -> bool:
+    """Whether a run reads the KG files: knowledge-aware models, and any model with
+    ``kg_items_only: True`` (a no-KG model on the KG-linked items only, as the
+    knowledge-aware models see them; the comparison sets it)."""
+    return config["MODEL_TYPE"] == ModelType.KNOWLEDGE or bool(config["kg_items_only"])
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
@@ -76,6 +83,10 @@ class Config(RecBoleConfig):
         except (ValueError, TypeError, KeyError, NotImplementedError, AssertionError) as error:
             raise UserInputError(f"bad config: {_one_line(error)}") from error
         check_config_values(self.final_config_dict, self.model_class)
+        if self["kg_items_only"] and self["MODEL_TYPE"] not in (ModelType.GENERAL, ModelType.KNOWLEDGE):
+            raise UserInputError(
+                f"kg_items_only applies to general and knowledge-aware models, not {self.model}: remove it"
+            )
 
     # --- inputs ------------------------------------------------------------------
     def _init_parameters_category(self) -> None:
@@ -135,6 +146,9 @@ class Config(RecBoleConfig):
         super()._load_internal_config_dict(model, model_class, dataset)
         recbole_name = getattr(model_class, "recbole_properties", None)
         layers = []
+        if self.external_config_dict.get("kg_items_only") and model_class.type == ModelType.GENERAL:
+            # what RecBole layers for knowledge-aware models: load the .kg and .link columns
+            layers.append(RECBOLE_PROPERTIES_DIR / "quick_start_config" / "knowledge_base.yaml")
         if recbole_name:
             layers.append(RECBOLE_PROPERTIES_DIR / "model" / f"{recbole_name}.yaml")
         layers += [
@@ -155,11 +169,10 @@ class Config(RecBoleConfig):
     # --- derived values ----------------------------------------------------------
     def _set_default_parameters(self) -> None:
         super()._set_default_parameters()
-        knowledge = self.final_config_dict["MODEL_TYPE"] == ModelType.KNOWLEDGE
         folder = resolve_dataset_folder(
             self.dataset,
             self.external_config_dict.get("data_path"),
-            knowledge,
+            reads_kg(self),
             self.final_config_dict.get("benchmark_filename"),
         )
         self.final_config_dict["data_path"] = folder

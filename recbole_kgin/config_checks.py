@@ -60,6 +60,7 @@ COMMON_CHECKS: Dict[str, Check] = {
     "seed": non_negative_int(),
     "embedding_size": positive_int(),
     "weight_decay": non_negative_number(),
+    "kg_items_only": boolean(),
 }
 
 

@@ -8,7 +8,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from recbole.data import create_dataset, data_preparation
-from recbole.utils import get_environment, init_logger, init_seed, set_color
+from recbole.data.dataset import KnowledgeBasedDataset
+from recbole.utils import ModelType, get_environment, init_logger, init_seed, set_color
 
 from recbole_kgin.config import Config
 from recbole_kgin.errors import UserInputError
@@ -41,7 +42,10 @@ def build(config: Config, saved: bool = True):
     """
     for warning in require_valid(config):
         getLogger().warning(warning)
-    dataset = create_dataset(config)
+    if config["kg_items_only"] and config["MODEL_TYPE"] != ModelType.KNOWLEDGE:
+        dataset = KnowledgeBasedDataset(config)  # RecBole's KG filtering: linked items only
+    else:
+        dataset = create_dataset(config)
     getLogger().info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])

@@ -199,7 +199,7 @@ def _check_links(dataset, link, item, entity, inter_items, kg, kg_fields, report
 
 def validate_config(config) -> Report:
     """:func:`validate_dataset` with the folder, fields and format of a Config."""
-    from recbole.utils import ModelType
+    from recbole_kgin.config import reads_kg
 
     fields = {
         "user": config["USER_ID_FIELD"],
@@ -212,7 +212,7 @@ def validate_config(config) -> Report:
     return validate_dataset(
         config["data_path"],
         config["dataset"],
-        config["MODEL_TYPE"] == ModelType.KNOWLEDGE,
+        reads_kg(config),
         fields,
         config["field_separator"],
         config["encoding"] or "utf-8",

@@ -78,3 +78,16 @@ def test_a_crash_inside_training_is_caught(settings, tmp_path, monkeypatch):
     rows = run_comparison(["KGIN", "BPR"], "toy", None, settings, str(tmp_path / "cmp"))
     assert rows[0].status == "failed" and rows[0].error == "RuntimeError: out of memory"
     assert rows[1].status == "ok"
+
+
+def test_models_without_kg_see_the_kg_linked_items_only(toy_root, tmp_path):
+    link = toy_root / "toy" / "toy.link"
+    link.write_text("\n".join(line for line in link.read_text().splitlines() if not line.startswith("i3\t")) + "\n")
+    settings = {**TOY, "data_path": str(toy_root), "epochs": 1}
+    rows = run_comparison(["BPR", "KGIN"], "toy", None, settings, str(tmp_path / "cmp"))
+    bpr_config = yaml.safe_load((tmp_path / "cmp" / "configs" / f"BPR-{rows[0].config_hash}.yaml").read_text())
+    assert bpr_config["kg_items_only"] is True
+    n_users, n_linked_items = 21, 12  # 20 users + [PAD]; 11 linked items + [PAD]
+    assert rows[0].parameters == (n_users + n_linked_items) * 64
+    alone = run_comparison(["BPR"], "toy", None, settings, str(tmp_path / "alone"))
+    assert alone[0].parameters == (n_users + 13) * 64  # on its own, BPR keeps every item
