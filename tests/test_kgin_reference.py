@@ -79,13 +79,19 @@ def model_config(model):
     }
 
 
+@pytest.mark.parametrize("relation_runs", ["looped", "vectorised"])
 @pytest.mark.parametrize(
     "settings",
     [dict(ind=ind, **sw) for ind, sw in zip(["distance", "cosine", "mi", "distance"], SWITCHES[::2])],
     ids=lambda s: "-".join(str(v) for v in s.values()),
 )
-def test_loss_and_gradients_match_reference_under_node_dropout(toy_root, settings):
+def test_loss_and_gradients_match_reference_under_node_dropout(toy_root, settings, relation_runs, monkeypatch):
+    import recbole_kgin.model.graph as graph
+
+    # the toy's relation runs are short (vectorised path); a threshold of 0 loops over them
+    monkeypatch.setattr(graph, "RUN_LOOP_MIN_ROWS", 0 if relation_runs == "looped" else 10**9)
     model, dataset = toy_model(toy_root, mess_dropout_rate=0.0, node_dropout_rate=0.5, sim_regularity=0.1, **settings)
+    assert model.kg.inner.by_run == (relation_runs == "looped")
     reference = reference_for(model, dataset)
     assert reference.triples == list(zip(model.kg.heads.tolist(), model.kg.relations.tolist(), model.kg.tails.tolist()))
     generator = torch.Generator().manual_seed(7)

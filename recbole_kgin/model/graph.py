@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 Prepared = Tuple["CSRPattern", torch.Tensor]  # a batch's pattern and its values
+RUN_LOOP_MIN_ROWS = 1024  # mean rows per relation run above which runs are looped over
 
 
 def _row_pointers(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
@@ -168,9 +169,13 @@ class _KGHop:
             for relation, (start, end) in enumerate(zip([0] + bounds[:-1], bounds))
             if end > start
         ]
+        self.group_relation = torch.from_numpy(groups[:, 0].copy())
+        # Many short relation runs (a small KG with many relations): one vectorised
+        # product beats a Python loop of small ones; long runs: the loop moves less memory.
+        self.by_run = len(groups) >= RUN_LOOP_MIN_ROWS * max(1, len(self.segments))
 
     def to(self, device: torch.device) -> "_KGHop":
-        for name in ("edges", "group_head"):
+        for name in ("edges", "group_head", "group_relation"):
             setattr(self, name, getattr(self, name).to(device))
         self.gather.to(device)
         self.head_sum.to(device)
@@ -181,17 +186,21 @@ class _RelationalMean(torch.autograd.Function):
     """One KG hop: ``Y[h] = sum_r R[r] * sum_{(h, r, t)} w_e X[t]``.
 
     Forward: weighted sums of tails per (relation, head) group (one embedding bag),
-    times the relation vector (one relation run at a time, so each ``R`` row stays in
-    cache), added into heads (a second bag). Backward mirrors it, reusing the group
+    times the relation vector (one relation run at a time when runs are long, so each
+    ``R`` row stays in cache; else one vectorised product), added into heads (a second
+    bag). Backward mirrors it, reusing the group
     sums. No (edges, d) or (pairs, d) tensor of gathered rows is built.
     """
 
     @staticmethod
     def forward(ctx, entity, relation, values, gather, hop):
         group_sums = gather.product(values, entity)
-        messages = torch.empty_like(group_sums)
-        for rel, start, end in hop.segments:
-            torch.mul(group_sums[start:end], relation[rel], out=messages[start:end])
+        if hop.by_run:
+            messages = torch.empty_like(group_sums)
+            for rel, start, end in hop.segments:
+                torch.mul(group_sums[start:end], relation[rel], out=messages[start:end])
+        else:
+            messages = group_sums * relation.index_select(0, hop.group_relation)
         ctx.gather, ctx.hop = gather, hop
         ctx.save_for_backward(relation, values, group_sums)
         return hop.head_sum.product(None, messages)
@@ -201,10 +210,16 @@ class _RelationalMean(torch.autograd.Function):
         relation, values, group_sums = ctx.saved_tensors
         gather, hop = ctx.gather, ctx.hop
         grad_groups = grad_out.index_select(0, hop.group_head)
-        grad_relation = torch.zeros_like(relation)
-        for rel, start, end in hop.segments:
-            grad_relation[rel] = (grad_groups[start:end] * group_sums[start:end]).sum(dim=0)
-            grad_groups[start:end].mul_(relation[rel])
+        if hop.by_run:
+            grad_relation = torch.zeros_like(relation)
+            for rel, start, end in hop.segments:
+                grad_relation[rel] = (grad_groups[start:end] * group_sums[start:end]).sum(dim=0)
+                grad_groups[start:end].mul_(relation[rel])
+        else:
+            grad_relation = torch.zeros_like(relation).index_add_(
+                0, hop.group_relation, grad_groups * group_sums
+            )
+            grad_groups.mul_(relation.index_select(0, hop.group_relation))
         grad_entity = gather.product_transposed(values, grad_groups)
         return grad_entity, grad_relation, None, None, None
 
