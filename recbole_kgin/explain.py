@@ -46,13 +46,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_seed
 
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.model import KGIN
 from recbole_kgin.model.independence import distance_correlation_matrix
-from recbole_kgin.utils import get_model
 
 
 @dataclass
@@ -92,21 +89,15 @@ class Explanation:
 
 def load_checkpoint(model_file: str) -> Tuple[Any, KGIN, Any]:
     """(config, model in eval mode, training dataset) from a KGIN checkpoint."""
-    from recbole_kgin.quick_start import read_checkpoint
+    from recbole_kgin.quick_start import read_checkpoint, restore
 
     checkpoint = read_checkpoint(model_file)
-    config, state_dict = checkpoint["config"], checkpoint["state_dict"]
-    if config["model"] != "KGIN":
-        raise UserInputError(f"'{model_file}' holds a {config['model']} model: --explain needs a KGIN checkpoint")
-    config["device"] = torch.device("cpu")
-    config["state"] = "WARNING"
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, _, _ = data_preparation(config, dataset)
-    model = get_model("KGIN")(config, train_data._dataset)
-    model.load_state_dict(state_dict)
-    model.eval()
-    return config, model, train_data._dataset
+    if checkpoint["config"]["model"] != "KGIN":
+        raise UserInputError(
+            f"'{model_file}' holds a {checkpoint['config']['model']} model: --explain needs a KGIN checkpoint"
+        )
+    config, model, _, train_data, _, _ = restore(checkpoint, device="cpu")
+    return config, model.eval(), train_data._dataset
 
 
 class Explainer:

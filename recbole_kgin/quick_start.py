@@ -35,11 +35,8 @@ def reserve_checkpoint_path(path: str) -> str:
             candidate = f"{stem}-{index}{suffix}"
 
 
-def build(config: Config, saved: bool = True):
-    """Dataset, loaders, model and trainer for ``config`` (its files checked first).
-
-    Returns ``(dataset, (train, valid, test), model, trainer)``.
-    """
+def prepare_data(config: Config):
+    """The dataset and its ``(train, valid, test)`` loaders, its files checked first."""
     for warning in require_valid(config):
         getLogger().warning(warning)
     if config["kg_items_only"] and config["MODEL_TYPE"] != ModelType.KNOWLEDGE:
@@ -47,7 +44,15 @@ def build(config: Config, saved: bool = True):
     else:
         dataset = create_dataset(config)
     getLogger().info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    return dataset, data_preparation(config, dataset)
+
+
+def build(config: Config, saved: bool = True):
+    """Dataset, loaders, model and trainer for ``config`` (its files checked first).
+
+    Returns ``(dataset, (train, valid, test), model, trainer)``.
+    """
+    dataset, (train_data, valid_data, test_data) = prepare_data(config)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     getLogger().info(model)
@@ -136,19 +141,24 @@ def read_checkpoint(model_file: str) -> Dict[str, Any]:
     return checkpoint
 
 
-def load_data_and_model(model_file: str) -> Tuple[Any, ...]:
-    """Rebuild ``(config, model, dataset, train, valid, test)`` from a checkpoint.
-
-    The checkpoint is one that RecBole or recbole-kgin wrote (it pickles the config).
-    """
-    checkpoint = read_checkpoint(model_file)
+def restore(checkpoint: Dict[str, Any], device: Optional[str] = None) -> Tuple[Any, ...]:
+    """``(config, model, dataset, train, valid, test)`` from a read checkpoint; the
+    model on ``device`` (default: the checkpoint's) with its trained weights."""
     config = checkpoint["config"]
+    if device is not None:
+        config["device"] = torch.device(device)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    dataset, (train_data, valid_data, test_data) = prepare_data(config)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data
+
+
+def load_data_and_model(model_file: str) -> Tuple[Any, ...]:
+    """Rebuild ``(config, model, dataset, train, valid, test)`` from a checkpoint that
+    RecBole or recbole-kgin wrote, as ``recbole.quick_start.load_data_and_model``."""
+    checkpoint = read_checkpoint(model_file)
+    init_logger(checkpoint["config"])
+    return restore(checkpoint)

@@ -123,3 +123,14 @@ def test_resume_refuses_overrides_and_missing_files(capsys, tmp_path):
     assert "not found" in capsys.readouterr().err
     assert main(["--resume", str(tmp_path / "none.pth"), "--epochs=3"]) == 2
     assert "--resume takes no config overrides" in capsys.readouterr().err
+
+
+def test_load_data_and_model_gives_back_the_trained_model(toy_root):
+    from recbole_kgin.quick_start import load_data_and_model
+    from recbole_kgin.utils import get_trainer
+
+    result = run_recbole_kgin("KGIN", "toy", config_dict={**TOY, "data_path": str(toy_root), "epochs": 2})
+    (best,) = glob.glob("saved/KGIN-*[0-9].pth")
+    config, model, _, _, _, test_data = load_data_and_model(best)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    assert dict(trainer.evaluate(test_data, load_best_model=False)) == dict(result["test_result"])
