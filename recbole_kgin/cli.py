@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare", default=None, metavar="M1,M2,...",
         help="train each model in turn and tabulate test metrics, e.g. KGIN,KGAT,KGCN,CKE",
     )
-    compare.add_argument("--force", action="store_true", help="retrain models whose results are already there")
+    compare.add_argument(
+        "--force", action="store_true",
+        help="retrain models whose results are already there (with --convert: replace the folder)",
+    )
     explain = parser.add_argument_group("explanation of a trained KGIN")
     explain.add_argument("--explain", default=None, metavar="CHECKPOINT", help="a saved/KGIN-*.pth file")
     explain.add_argument("--user", default=None, help="user id (dataset token) to explain")
