@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -99,3 +101,17 @@ def test_metrics_work_without_building_a_config_on_numpy_1_24_and_later(monkeypa
             MRR.metric_info(None, hits)
         compat.apply()
         assert np.allclose(MRR.metric_info(None, hits), [[0, 0.5, 0.5], [0, 0, 0]])
+
+
+def _anomaly_mode_after(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (no module imported yet); print the mode."""
+    script = f"import torch\n{code}\nprint(torch.is_anomaly_enabled())"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()[-1]
+
+
+def test_looking_up_a_recbole_model_leaves_autograd_anomaly_detection_off():
+    assert _anomaly_mode_after("import recbole.model.sequential_recommender") == "True"  # RecBole's SINE
+    fixed = "import recbole_kgin\nfrom recbole_kgin.utils import get_model\nget_model('KGCN')"
+    assert _anomaly_mode_after(fixed) == "False"
