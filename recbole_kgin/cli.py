@@ -184,7 +184,7 @@ def _resume(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
 
 
 def _compare(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
-    from recbole_kgin.compare import format_markdown, run_comparison
+    from recbole_kgin.compare import format_markdown, output_folder, run_comparison
 
     models = [name.strip() for name in args.compare.split(",") if name.strip()]
     if not models:
@@ -193,7 +193,7 @@ def _compare(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
         models, args.dataset, config_file_list(args), overrides, args.output, args.force
     )
     print(format_markdown(rows))
-    print(f"outputs: {args.output or f'results/compare-{args.dataset}'}")
+    print(f"outputs: {output_folder(args.dataset, args.output)}")
     return 1 if any(row.status == "failed" for row in rows) else 0
 
 

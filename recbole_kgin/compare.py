@@ -150,6 +150,11 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"
 
 
+def output_folder(dataset: str, output_dir: Optional[str] = None) -> Path:
+    """Where a comparison writes: ``output_dir``, else ``results/compare-<dataset>``."""
+    return Path(output_dir or f"results/compare-{dataset}")
+
+
 def run_comparison(
     models: Sequence[str],
     dataset: str,
@@ -159,16 +164,17 @@ def run_comparison(
     force: bool = False,
 ) -> List[RunResult]:
     """Run (or reuse) every model; write the outputs; return the rows in order."""
-    output = Path(output_dir or f"results/compare-{dataset}")
+    output = output_folder(dataset, output_dir)
     (output / "runs").mkdir(parents=True, exist_ok=True)
     (output / "configs").mkdir(parents=True, exist_ok=True)
     rows: List[RunResult] = []
-    with_kg = any(_model_type(model) == ModelType.KNOWLEDGE for model in models)
+    model_types = {model: _model_type(model) for model in models}
+    with_kg = ModelType.KNOWLEDGE in model_types.values()
     progress = tqdm(models, desc="compare", unit="model", ncols=100)
     for model in progress:
         progress.set_postfix_str(model)
         # Models without KG see the knowledge-aware models' data: KG-linked items only.
-        same_items = {"kg_items_only": True} if with_kg and _model_type(model) == ModelType.GENERAL else {}
+        same_items = {"kg_items_only": True} if with_kg and model_types[model] == ModelType.GENERAL else {}
         try:
             config = Config(model, dataset, config_file_list, {**(config_dict or {}), **same_items})
         except UserInputError as error:
