@@ -41,7 +41,7 @@ from recbole_kgin.config import Config, reads_kg
 from recbole_kgin.data_location import expected_files
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.quick_start import build
-from recbole_kgin.utils import get_model
+from recbole_kgin.utils import get_model, write_text_atomically
 
 MAIN_METRICS = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
 # Keys that change how a run is shown or where it writes, not what it computes.
@@ -183,7 +183,7 @@ def run_comparison(
         digest = config_hash(config)
         run_file = output / "runs" / f"{model}-{digest}.json"
         config_file = output / "configs" / f"{model}-{digest}.yaml"
-        _write_atomically(config_file, yaml.safe_dump(resolved_config(config), sort_keys=True))
+        write_text_atomically(config_file, yaml.safe_dump(resolved_config(config), sort_keys=True))
         if run_file.is_file() and not force:
             cached = RunResult(**json.loads(run_file.read_text()))
             cached.status = "cached"
@@ -201,16 +201,10 @@ def run_comparison(
                 torch.cuda.empty_cache()
         row.config_hash = digest
         if row.status == "ok":
-            _write_atomically(run_file, json.dumps(asdict(row), indent=2))
+            write_text_atomically(run_file, json.dumps(asdict(row), indent=2))
         rows.append(row)
     write_outputs(rows, output)
     return rows
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def metric_names(rows: Sequence[RunResult]) -> List[str]:
@@ -240,8 +234,8 @@ def format_markdown(rows: Sequence[RunResult]) -> str:
 
 def write_outputs(rows: Sequence[RunResult], output: Path) -> None:
     """results.md, results.csv, results.json and comparison.png in ``output``."""
-    _write_atomically(output / "results.md", format_markdown(rows) + "\n")
-    _write_atomically(output / "results.json", json.dumps([asdict(row) for row in rows], indent=2))
+    write_text_atomically(output / "results.md", format_markdown(rows) + "\n")
+    write_text_atomically(output / "results.json", json.dumps([asdict(row) for row in rows], indent=2))
     metrics = metric_names(rows)
     columns = ["model", "status", "config_hash", *metrics, "best_epoch", "epochs_run",
                "train_seconds_per_epoch", "parameters", "best_valid_score", "error"]

@@ -35,6 +35,7 @@ import yaml
 from recbole_kgin.config import Config
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.search_space import has_grid, load_space, to_ray
+from recbole_kgin.utils import write_text_atomically
 
 SEARCHERS = ("random", "optuna", "hyperopt")
 SCHEDULERS = ("asha", "fifo")
@@ -166,9 +167,7 @@ def write_best_config(path: Path, model: str, dataset: str, values: Dict[str, An
         f"#   python run_recbole_kgin.py --model {model} --dataset {dataset} --config_files {path}\n"
     )
     body = yaml.safe_dump({k: _plain(v) for k, v in sorted(values.items())}, sort_keys=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(header + body, encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomically(path, header + body)
 
 
 def run_tune(
