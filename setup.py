@@ -18,10 +18,15 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["recbole_kgin", "recbole_kgin.*"])
-    + ["recbole_kgin.properties"],
-    # properties/ lives at the top of the repository; wheels carry it inside the package.
-    package_dir={"recbole_kgin.properties": "properties"},
-    package_data={"recbole_kgin.properties": ["*.yaml", "model/*.yaml", "model/*/*.yaml", "dataset/*.yaml"]},
+    + ["recbole_kgin.properties", "recbole_kgin.tuning"],
+    # properties/ and tuning/ live at the top of the repository; wheels carry them
+    # inside the package (recbole_kgin/resources.py finds them either way).
+    package_dir={"recbole_kgin.properties": "properties", "recbole_kgin.tuning": "tuning"},
+    package_data={
+        "recbole_kgin.properties": ["*.yaml", "model/*.yaml", "model/*/*.yaml", "dataset/*.yaml"],
+        "recbole_kgin.tuning": ["*.yaml"],
+    },
+    entry_points={"console_scripts": ["recbole-kgin = recbole_kgin.cli:run"]},
     install_requires=[
         "recbole==1.2.1",
         "torch>=2.4",  # fused Adam on CPU
@@ -39,7 +44,8 @@ setup(
         "matplotlib>=3.5",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        # mutmut: mutation testing of recbole_kgin/model (README, "Mutation testing").
+        "test": ["pytest>=7", "mutmut==3.8.1"],
         # RecBole's built-in KGIN (model RecBoleKGIN) imports torch_scatter;
         # it compiles from source where no wheel exists (pip install --no-build-isolation).
         "scatter": ["torch-scatter"],

@@ -1,14 +1,18 @@
-"""Command line of ``run_recbole_kgin.py``, following RecBole's ``run_recbole.py``.
+"""Command line of ``recbole-kgin``, ``python -m recbole_kgin`` and ``run_recbole_kgin.py``
+(one CLI, three ways in), following RecBole's ``run_recbole.py``.
 
 ``--model``, ``--dataset`` and ``--config_files "a.yaml b.yaml"`` as in RecBole; every
-other ``--key=value`` overrides that config key (values are read as Python literals
-where they parse, e.g. ``--epochs=1 --learning_rate=1e-3 --topk=[10,20]``).
+other ``--key=value`` overrides that config key. Values are typed here, once, for every
+action (plain run, comparison, search, check): Python literals where they parse
+(``--epochs=1 --learning_rate=1e-3 --topk=[10,20] --reproducibility=False``),
+``true``/``false`` in any case as booleans, anything else as a string.
 Bad input ends with one ``error: ...`` line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -20,9 +24,17 @@ DEFAULT_MODEL = "KGIN"
 DEFAULT_DATASET = "ml-100k"
 
 
+def _program_name() -> str:
+    """How the user called us: recbole-kgin, run_recbole_kgin.py or python -m recbole_kgin."""
+    called = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if called in ("", "__main__.py", "-c"):
+        return "python -m recbole_kgin"
+    return called
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run_recbole_kgin.py",
+        prog=_program_name(),
         description="Train and evaluate KGIN (or any RecBole model) on RecBole atomic files.",
         epilog="Any other --key=value overrides that config key, e.g. --epochs=1 "
         "--data_path=../shared/datasets --learning_rate=1e-3.",
@@ -55,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--intents", type=int, default=2, help="how many of the user's top intents rank the paths")
     explain.add_argument("--json", action="store_true", help="print JSON instead of text")
     tune = parser.add_argument_group("hyper-parameter search (Ray Tune)")
-    tune.add_argument("--tune", default=None, metavar="SPACE", help="a search space file, e.g. tuning/KGIN.yaml")
+    tune.add_argument(
+        "--tune", default=None, metavar="SPACE",
+        help="a search space: a packaged one by model name (KGIN, KGAT, KGCN, CKE) or a YAML file",
+    )
     tune.add_argument("--num_samples", type=int, default=10, help="trials to sample (grid entries multiply it)")
     tune.add_argument("--search", default="random", help="random (default; grid entries expanded), optuna, hyperopt")
     tune.add_argument("--scheduler", default="asha", help="asha (default: prunes on validation) or fifo")
@@ -83,8 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def typed_value(text: str) -> Any:
+    """``"1"`` -> 1, ``"1e-3"`` -> 0.001, ``"[10,20]"`` -> [10, 20], ``"True"``/``"true"``
+    -> True, ``"None"`` -> None; text that is no literal (``"ml-1m"``) stays a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        lowered = text.lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        return text
+
+
 def split_overrides(extra: Sequence[str]) -> Dict[str, Any]:
-    """``["--epochs=1", ...]`` -> ``{"epochs": "1", ...}`` (typed later by the Config)."""
+    """``["--epochs=1", ...]`` -> ``{"epochs": 1, ...}``, values typed by :func:`typed_value`."""
     overrides: Dict[str, Any] = {}
     for arg in extra:
         if not arg.startswith("--") or "=" not in arg or arg.startswith("--="):
@@ -92,6 +119,7 @@ def split_overrides(extra: Sequence[str]) -> Dict[str, Any]:
                 f"unrecognised argument '{arg}': config overrides take the form --key=value"
             )
         key, value = arg[2:].split("=", 1)
+        value = typed_value(value)
         if key in overrides and overrides[key] != value:
             raise UserInputError(f"--{key} given twice with different values: keep one")
         overrides[key] = value
@@ -131,6 +159,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 3
     _print_result(f"{args.model or DEFAULT_MODEL} on {args.dataset}", result)
     return 0
+
+
+def run() -> None:
+    """Console-script entry point (``recbole-kgin``): :func:`main`, then exit with its status."""
+    sys.exit(main())
 
 
 def _print_result(title: str, result: Dict[str, Any]) -> None:

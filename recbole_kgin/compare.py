@@ -14,8 +14,9 @@ Outputs in ``DIR`` (default ``results/compare-<dataset>``): ``results.md``,
 ``results.csv``, ``results.json``, ``comparison.png``, ``configs/<Model>-<hash>.yaml``
 (the resolved config of each run) and ``runs/<Model>-<hash>.json`` (one finished run
 each). A run whose resolved config (and data files) hash to an existing
-``runs/`` entry is not trained again unless ``force``. A model that fails is reported
-with its error; the others still run.
+``runs/`` entry is not trained again unless ``force``. Every model's config is checked
+before any model trains: when none is valid the command stops with the first error;
+otherwise a model that fails is reported with its error and the others still run.
 """
 
 from __future__ import annotations
@@ -164,21 +165,29 @@ def run_comparison(
     force: bool = False,
 ) -> List[RunResult]:
     """Run (or reuse) every model; write the outputs; return the rows in order."""
-    output = output_folder(dataset, output_dir)
-    (output / "runs").mkdir(parents=True, exist_ok=True)
-    (output / "configs").mkdir(parents=True, exist_ok=True)
     rows: List[RunResult] = []
     model_types = {model: _model_type(model) for model in models}
     with_kg = ModelType.KNOWLEDGE in model_types.values()
-    progress = tqdm(models, desc="compare", unit="model", ncols=100)
-    for model in progress:
-        progress.set_postfix_str(model)
+    # Every config is built and checked before any model trains.
+    configs: Dict[str, Any] = {}
+    for model in models:
         # Models without KG see the knowledge-aware models' data: KG-linked items only.
         same_items = {"kg_items_only": True} if with_kg and model_types[model] == ModelType.GENERAL else {}
         try:
-            config = Config(model, dataset, config_file_list, {**(config_dict or {}), **same_items})
+            configs[model] = Config(model, dataset, config_file_list, {**(config_dict or {}), **same_items})
         except UserInputError as error:
-            rows.append(RunResult(model=model, status="failed", error=str(error)))
+            configs[model] = error
+    if all(isinstance(config, UserInputError) for config in configs.values()):
+        raise next(iter(configs.values()))
+    output = output_folder(dataset, output_dir)
+    (output / "runs").mkdir(parents=True, exist_ok=True)
+    (output / "configs").mkdir(parents=True, exist_ok=True)
+    progress = tqdm(models, desc="compare", unit="model", ncols=100)
+    for model in progress:
+        progress.set_postfix_str(model)
+        config = configs[model]
+        if isinstance(config, UserInputError):
+            rows.append(RunResult(model=model, status="failed", error=str(config)))
             continue
         digest = config_hash(config)
         run_file = output / "runs" / f"{model}-{digest}.json"

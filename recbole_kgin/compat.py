@@ -1,10 +1,12 @@
 """Fixes that let RecBole 1.2.1 run on today's stack.
 
 RecBole 1.2.1 (the latest release) breaks in four places on the versions that pip
-installs today, and one of its modules slows every model trained after it is
-imported (fix 5). Each fix below names the RecBole line it addresses and leaves the
-math of the affected model unchanged. :func:`apply` installs all of them; it is
-idempotent and runs when :mod:`recbole_kgin` is imported.
+installs today, one of its modules slows every model trained after it is imported
+(fix 5), and two of its own bugs reach our users through knowledge-aware data
+(fixes 6 and 7: a crash, and a sampler that loops forever). Each fix below names the
+RecBole line it addresses and leaves the math of the affected model unchanged.
+:func:`apply` installs all of them; it is idempotent and runs when
+:mod:`recbole_kgin` is imported.
 
 The other breakage, pandas 3 (RecBole fills missing values with chained
 ``feat[field].fillna(..., inplace=True)``, a no-op under copy-on-write), is handled
@@ -13,6 +15,7 @@ by pinning ``pandas<3`` in ``setup.py`` rather than by a patch.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import types
@@ -155,6 +158,111 @@ def _keep_anomaly_detection_as_it_was() -> None:
     torch.autograd.set_detect_anomaly(was_enabled)
 
 
+# --- 6. data-dependent metrics (ItemCoverage, GiniIndex, ...) crash ------------------
+# Two RecBole bugs stop ItemCoverage, AveragePopularity, GiniIndex, TailPercentage
+# (and any metric that needs data.num_items, data.count_items, ...).
+# recbole/evaluator/collector.py:87-94 (Collector.data_collect) reads
+# ``train_data.dataset`` for ItemCoverage, GiniIndex (data.num_items),
+# AveragePopularity, TailPercentage (data.count_items) and others. RecBole's data
+# loaders answer ``dataset`` with their ``_dataset`` (AbstractDataLoader.__getattribute__,
+# recbole/data/dataloader/abstract_dataloader.py:109), but KnowledgeBasedDataLoader
+# (recbole/data/dataloader/knowledge_dataloader.py:70) is no AbstractDataLoader and has
+# only ``_dataset``: every such metric raised AttributeError after the first epoch.
+# The property gives it the same answer: the training split it wraps.
+# recbole/evaluator/collector.py:226-227 (Collector.get_data_struct) then calls
+# ``.cpu()`` on every collected value, but data.num_items is an int and
+# data.count_items a Counter: AttributeError for every model. The replacement moves
+# the tensors only, and is otherwise RecBole's function.
+def _knowledge_loader_dataset(self: Any) -> Any:
+    return self._dataset
+
+
+def _get_data_struct(self: Any) -> Any:
+    store = self.data_struct._data_dict
+    for key, value in store.items():
+        if isinstance(value, torch.Tensor):
+            store[key] = value.cpu()
+    returned_struct = copy.deepcopy(self.data_struct)
+    for key in ["rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"]:
+        if key in self.data_struct:
+            del self.data_struct[key]
+    return returned_struct
+
+
+def _patch_data_metrics() -> None:
+    from recbole.data.dataloader.knowledge_dataloader import KnowledgeBasedDataLoader
+    from recbole.evaluator.collector import Collector
+
+    if not hasattr(KnowledgeBasedDataLoader, "dataset"):
+        KnowledgeBasedDataLoader.dataset = property(_knowledge_loader_dataset)
+    Collector.get_data_struct = _get_data_struct
+
+
+# --- 7. negative sampling with no negative left: a hang or a traceback ---------------
+# recbole/sampler/sampler.py:169-187 (AbstractSampler.sample_by_key_ids) redraws until
+# no drawn item is one of the user's positives. Popularity sampling (eval mode
+# ``popNNN``, ``distribution: popularity``) draws only items that occur in the
+# interactions (sampler.py:229, _get_candidates_list); a user whose positives cover all
+# of them makes that loop run forever, in _pop_sampling (sampler.py:114). RecBole's own
+# guard (sampler.py:256) checks the uniform case only, and raises a bare ValueError.
+# Both now stop before any training with one line naming the phase and a user.
+def _user_token(sampler: Any, user: int) -> str:
+    return str(sampler.datasets[0].id2token(sampler.uid_field, user))
+
+
+def _check_negatives_exist(sampler: Any) -> None:
+    """Raise UserInputError if some user of ``sampler``'s phase has no item left to
+    draw as a negative under its distribution."""
+    from recbole_kgin.errors import UserInputError
+
+    if sampler.distribution == "popularity":
+        drawable = set(sampler.prob)
+        what = "every item that popularity sampling can draw (items that occur in the interactions)"
+    else:
+        drawable = set(range(1, sampler.item_num))
+        what = "every item"
+    stuck = [user for user, used in enumerate(sampler.used_ids) if len(used) >= len(drawable) and drawable <= used]
+    if stuck:
+        raise UserInputError(
+            f"negative sampling ({sampler.distribution}, phase {sampler.phase}): {len(stuck)} user(s), "
+            f"e.g. user {_user_token(sampler, stuck[0])}, have interacted with {what}, so no negative "
+            f"exists for them; filter them with user_inter_num_interval, or evaluate with eval_args mode full"
+        )
+
+
+def _set_phase_checking_negatives(original):
+    @functools.wraps(original)
+    def set_phase(self, phase):
+        sampler = original(self, phase)
+        _check_negatives_exist(sampler)
+        return sampler
+
+    set_phase.__wrapped_by_recbole_kgin__ = True
+    return set_phase
+
+
+def _get_used_ids_in_one_line(original):
+    @functools.wraps(original)
+    def get_used_ids(self):
+        from recbole_kgin.errors import UserInputError
+
+        try:
+            return original(self)
+        except ValueError as error:
+            raise UserInputError(f"negative sampling: {' '.join(str(error).split())}") from None
+
+    get_used_ids.__wrapped_by_recbole_kgin__ = True
+    return get_used_ids
+
+
+def _patch_sampler_checks() -> None:
+    from recbole.sampler.sampler import Sampler
+
+    if not getattr(Sampler.set_phase, "__wrapped_by_recbole_kgin__", False):
+        Sampler.set_phase = _set_phase_checking_negatives(Sampler.set_phase)
+        Sampler.get_used_ids = _get_used_ids_in_one_line(Sampler.get_used_ids)
+
+
 def apply() -> None:
     """Install every fix; calling it again changes nothing."""
     _patch_trainer_torch_load()
@@ -162,3 +270,5 @@ def apply() -> None:
     _patch_kgat_without_dgl()
     _patch_numpy_aliases()
     _keep_anomaly_detection_as_it_was()
+    _patch_data_metrics()
+    _patch_sampler_checks()

@@ -32,20 +32,11 @@ from recbole.utils import ModelType
 from recbole_kgin.config_checks import check_config_values
 from recbole_kgin.data_location import resolve_dataset_folder
 from recbole_kgin.errors import UserInputError
+from recbole_kgin.resources import packaged_dir
 from recbole_kgin.utils import get_model
 
 RECBOLE_PROPERTIES_DIR = Path(recbole.__file__).resolve().parent / "properties"
-
-
-def _find_properties_dir() -> Path:
-    """``properties/`` ships inside the package in a wheel (setup.py maps it there)
-    and sits beside the package in a source checkout or editable install."""
-    package_dir = Path(__file__).resolve().parent
-    installed = package_dir / "properties"
-    return installed if installed.is_dir() else package_dir.parent / "properties"
-
-
-PROPERTIES_DIR = _find_properties_dir()
+PROPERTIES_DIR = packaged_dir("properties")
 
 
 def reads_kg(config) -> bool:

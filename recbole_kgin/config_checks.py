@@ -7,7 +7,7 @@ common checks below plus the model class's own ``config_checks`` (same form).
 from __future__ import annotations
 
 from numbers import Real
-from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 from recbole_kgin.errors import UserInputError
 
@@ -64,6 +64,42 @@ COMMON_CHECKS: Dict[str, Check] = {
 }
 
 
+def computed_metric_keys(metrics: Sequence[str], topk: Sequence[int]) -> List[str]:
+    """The keys RecBole's evaluator reports for ``metrics`` at ``topk``: ``name@k`` for
+    metrics of top-k lists (Recall, NDCG, ItemCoverage, ...), ``name`` for the others
+    (AUC, GAUC, MAE, ...), lower-cased as RecBole's trainer looks them up."""
+    from recbole.evaluator.register import metric_information
+
+    keys: List[str] = []
+    for metric in metrics:
+        name = metric.lower()
+        needs = metric_information.get(name, ())
+        if "rec.topk" in needs or "rec.items" in needs:
+            keys += [f"{name}@{k}" for k in topk]
+        else:
+            keys.append(name)
+    return keys
+
+
+def check_valid_metric(config: Mapping[str, Any]) -> None:
+    """Raise :class:`UserInputError` unless ``valid_metric`` is one of the metrics the
+    evaluator computes from ``metrics`` and ``topk``: RecBole would only fail at the
+    end of the first training epoch, with a bare ``KeyError: 'recall@20'``."""
+    valid_metric, metrics, topk = config.get("valid_metric"), config.get("metrics"), config.get("topk")
+    if not valid_metric or not metrics:
+        return
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    topk = [topk] if isinstance(topk, int) else list(topk or [])
+    keys = computed_metric_keys(metrics, topk)
+    if str(valid_metric).lower() not in keys:
+        name, _, k = str(valid_metric).partition("@")
+        fix = f"add {k} to topk" if k and name.lower() in [m.lower() for m in metrics] else f"add {name} to metrics"
+        raise UserInputError(
+            f"valid_metric {valid_metric} is not computed by metrics {metrics} at topk {topk} "
+            f"(they give {', '.join(keys)}): set --valid_metric to one of those, or {fix}"
+        )
+
+
 def check_config_values(config: Mapping[str, Any], model_class: type) -> None:
     """Raise :class:`UserInputError` for the first value that fails its check."""
     checks = dict(COMMON_CHECKS)
@@ -77,3 +113,4 @@ def check_config_values(config: Mapping[str, Any], model_class: type) -> None:
                 f"bad config value {key}={value!r}: expected {expectation} "
                 f"(set it with --{key}=... or '{key}:' in a config file)"
             )
+    check_valid_metric(config)

@@ -10,6 +10,10 @@
 Each key is a config key; its value is a plain value or a one-key mapping
 ``{choice|grid: [values...]}`` or ``{uniform|loguniform|randint: [low, high]}``.
 Anything else is refused with a one-line error naming the file and the key.
+
+Spaces for KGIN, KGAT, KGCN and CKE ship with the package (``tuning/`` in the
+repository, ``recbole_kgin/tuning`` in a wheel): ``--tune KGIN`` finds the packaged
+``KGIN.yaml`` by model name; a path to a file of your own still works.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, Dict
 import yaml
 
 from recbole_kgin.errors import UserInputError
+from recbole_kgin.resources import packaged_dir
 
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint")
 
@@ -54,11 +59,33 @@ def check_entry(file: str, key: str, value: Any) -> None:
         raise _bad(file, key, f"randint needs integers, got {arguments}")
 
 
+SPACES_DIR = packaged_dir("tuning")
+
+
+def packaged_spaces() -> Dict[str, Path]:
+    """Model name -> the search space that ships with the package."""
+    return {path.stem: path for path in sorted(SPACES_DIR.glob("*.yaml"))}
+
+
+def resolve_space(name_or_file: str) -> Path:
+    """A space file: ``name_or_file`` itself when it is a file, else the packaged
+    space of that model name (``KGIN`` -> ``tuning/KGIN.yaml``)."""
+    path = Path(name_or_file)
+    if path.is_file():
+        return path
+    spaces = packaged_spaces()
+    if name_or_file in spaces:
+        return spaces[name_or_file]
+    raise UserInputError(
+        f"search space '{name_or_file}' not found: pass a YAML file, or the name of a "
+        f"packaged space ({', '.join(spaces) or 'none installed'})"
+    )
+
+
 def load_space(file: str) -> Dict[str, Any]:
-    """The raw (validated) space of ``file``: config key -> value or sampler spec."""
-    path = Path(file)
-    if not path.is_file():
-        raise UserInputError(f"search space '{file}' not found: pass a file such as tuning/KGIN.yaml")
+    """The raw (validated) space of ``file`` (a path, or a packaged space's model
+    name): config key -> value or sampler spec."""
+    path = resolve_space(file)
     try:
         space = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:

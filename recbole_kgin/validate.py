@@ -8,11 +8,13 @@ what to do``:
 
 errors (the run stops): a missing or empty file, a header that is not
 ``name:type`` with a RecBole type, a missing required field (``.inter``: user and
-item; ``.kg``: head, relation, tail; ``.link``: item, entity), a row with the wrong
-number of columns, a non-number in a float column, bytes that are not valid in the
-configured encoding;
+item; ``.kg``: head, relation, tail; ``.link``: item, entity), a row with fewer
+columns than the header, a non-number in a float column, bytes that are not valid
+in the configured encoding;
 
-warnings (the run goes on): KG self-loops and duplicate triples, ``.link`` rows for
+warnings (the run goes on): rows with more columns than the header (RecBole reads
+the first ones and drops the rest; RecBole's own test data has one such row: the
+reading is unambiguous, so the run goes on), KG self-loops and duplicate triples, ``.link`` rows for
 items that never occur in the interactions, and items without a KG link, with the
 share of interactions RecBole will drop because of them (it keeps only KG-linked
 items for knowledge-aware models).
@@ -102,11 +104,15 @@ def _read(
     keep = {fields.index(f): f for f in wanted if f in fields}
     floats = [i for i, t in enumerate(types) if t == "float"]
     columns: Dict[str, List[str]] = {f: [] for f in keep.values()}
+    long_rows: List[int] = []
     for number, line in enumerate(lines[1:], start=2):
         if not line:
             continue
         cells = line.split(separator)
-        if len(cells) != len(fields):
+        if len(cells) > len(fields):
+            long_rows.append(number)
+            cells = cells[: len(fields)]
+        if len(cells) < len(fields):
             report.errors.append(
                 f"{name}:{number}: {len(cells)} columns where the header has {len(fields)}; "
                 f"fix the row (separator {separator!r}; empty values still need their separators)"
@@ -125,6 +131,12 @@ def _read(
                     return None
         for index, column in keep.items():
             columns[column].append(cells[index])
+    if long_rows:
+        report.warnings.append(
+            f"{name}:{long_rows[0]}: more columns than the header's {len(fields)} "
+            f"({len(long_rows)} row(s)); RecBole reads the first {len(fields)} and drops the rest: "
+            f"remove the extra field(s) if they belong to a column"
+        )
     return _Table(path, fields, columns, len(lines) - 1)
 
 

@@ -73,7 +73,52 @@ def test_bad_input_is_one_line_and_exit_status_2(argv, fragment, capsys):
     assert err.startswith("error: ") and fragment in err and err.count("\n") == 1
 
 
-def test_overrides_are_key_value_pairs():
-    assert split_overrides(["--epochs=1", "--topk=[10,20]", "--a=b=c"]) == {"epochs": "1", "topk": "[10,20]", "a": "b=c"}
+def test_overrides_are_typed_key_value_pairs():
+    typed = split_overrides(
+        ["--epochs=1", "--learning_rate=1e-3", "--topk=[10,20]", "--a=b=c", "--shuffle=false",
+         "--reproducibility=True", "--dataset=ml-1m", "--gpu_id=None", "--eval_args={'mode': 'full'}"]
+    )
+    assert typed == {"epochs": 1, "learning_rate": 0.001, "topk": [10, 20], "a": "b=c", "shuffle": False,
+                     "reproducibility": True, "dataset": "ml-1m", "gpu_id": None, "eval_args": {"mode": "full"}}
+    assert [type(typed[k]) for k in ("epochs", "learning_rate", "shuffle")] == [int, float, bool]
+    assert split_overrides(["--x=1", "--x=1.0"]) == {"x": 1}  # the same value twice is fine
     with pytest.raises(UserInputError):
         split_overrides(["--=3"])
+
+
+TYPED = ["--epochs=1", "--learning_rate=2e-2", "--reproducibility=true", "--topk=[5]",
+         "--valid_metric=Recall@5", "--train_batch_size=64", "--show_progress=False", "--state=ERROR"]
+
+
+def assert_typed(values, searched=False):
+    assert values["epochs"] == 1 and type(values["epochs"]) is int
+    assert type(values["learning_rate"]) is float and (searched or values["learning_rate"] == 0.02)
+    assert values["reproducibility"] is True
+    assert values["topk"] == [5] and values["train_batch_size"] == 64
+
+
+@pytest.mark.slow
+def test_every_action_takes_typed_overrides(toy_root, tmp_path, capsys):
+    import glob
+
+    import torch
+    import yaml
+
+    data = [f"--data_path={toy_root}", "--dataset", "toy"]
+    assert main(data + TYPED) == 0  # a plain run
+    checkpoint = glob.glob("saved/KGIN-*.pth")
+    checkpoint = [path for path in checkpoint if not path.endswith(".last.pth")]
+    assert_typed(torch.load(checkpoint[0], weights_only=False)["config"].final_config_dict)
+
+    assert main(data + TYPED + ["--compare", "KGIN,BPR", "--output", str(tmp_path / "cmp")]) == 0
+    for config_file in (tmp_path / "cmp" / "configs").iterdir():
+        assert_typed(yaml.safe_load(config_file.read_text()))
+
+    tune = ["--tune", "KGIN", "--num_samples", "1", "--output", str(tmp_path / "tune")]
+    assert main(data + TYPED + tune) == 0, capsys.readouterr().err
+    # the packaged KGIN space samples learning_rate; the other overrides stay fixed
+    assert_typed(yaml.safe_load((tmp_path / "tune" / "best_KGIN_toy.yaml").read_text()), searched=True)
+
+    assert main(data + TYPED + ["--check"]) == 0
+    assert main(data + ["--epochs=one"]) == 2
+    assert "bad config value epochs='one'" in capsys.readouterr().err

@@ -49,7 +49,6 @@ def test_the_toy_dataset_is_clean_except_for_its_duplicate_triple(toy):
         ("toy.kg", 1, "head_id:token\trel:token\ttail_id:token", "toy.kg:1: required field(s) relation_id missing"),
         ("toy.link", 1, "item_id:token\tent:token", "toy.link:1: required field(s) entity_id missing"),
         ("toy.inter", 4, "u0\ti3", "toy.inter:4: 2 columns where the header has 3"),
-        ("toy.kg", 3, "e_i1\tfilm.genre\tgenre1\textra", "toy.kg:3: 4 columns where the header has 3"),
         ("toy.inter", 5, "u0\ti3\tfive", "toy.inter:5: 'five' in float column 'rating' is not a number"),
     ],
 )
@@ -58,6 +57,24 @@ def test_malformed_files_give_one_line_with_file_line_and_fix(toy, file, line, t
     report = check(toy)
     assert not report.ok and fragment in report.errors[0]
     assert "\n" not in report.errors[0] and ";" in report.errors[0]  # what is wrong; what to do
+
+
+def test_extra_trailing_fields_warn_with_the_line_and_are_read_as_recbole_reads_them(toy):
+    lines = (toy / "toy.inter").read_text().split("\n")
+    replace_line(toy / "toy.inter", 5, lines[4] + "\t1")
+    replace_line(toy / "toy.inter", 9, lines[8] + "\tx\ty")
+    report = check(toy)
+    assert report.ok, report.errors
+    assert (
+        "toy.inter:5: more columns than the header's 3 (2 row(s)); RecBole reads the first 3 and drops the rest"
+        in report.warnings[0]
+    )
+    assert report.counts["toy.inter"] == 120  # no row lost
+    config = Config("KGIN", "toy", config_dict={**TOY, "data_path": str(toy.parent)})
+    from recbole.data import create_dataset
+
+    dataset = create_dataset(config)  # RecBole's own reading: the rows are kept, the field dropped
+    assert dataset.inter_num == 120 and "rating" in dataset.inter_feat.columns
 
 
 def test_encoding_crlf_empty_and_missing_files(toy):
