@@ -1,27 +1,35 @@
-"""KGIN written plainly from the equations (dense tensors, Python loops).
+"""KGIN written plainly from the equations (dense tensors, Python loops), on its own
+reading of the atomic files.
 
-Independent of recbole_kgin's sparse operators: used to check the model's
-propagation, scores, loss and gradients on small graphs.
+Independent of recbole_kgin and of RecBole's data pipeline: :class:`ReferenceGraph`
+reads ``.inter``/``.kg``/``.link`` itself and derives the users, the entities, the
+item-entity alignment (``.link``), the relations with their inverses (``r`` and ``r_r``,
+RecBole's ``kg_reverse_r`` names) and the edges, all keyed by the files' tokens.
+:class:`ReferenceKGIN` propagates and scores on that graph with dense tensors. The
+tests hand it the model's parameters row by row (by token) and compare outputs and
+gradients token by token, so a model that reads the data differently (a relation
+table with extra rows, items misaligned with their entities, missing inverse
+edges) disagrees with it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+
+Triple = Tuple[str, str, str]
+Pair = Tuple[str, str]
 
 
 def reference_distance_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """dCor of two vectors, as the authors' code writes it (one pair at a time)."""
     n = x.shape[0]
-    a = torch.zeros(n, n, dtype=x.dtype)
-    b = torch.zeros(n, n, dtype=x.dtype)
-    for i in range(n):
-        for j in range(n):
-            a[i, j] = torch.sqrt(torch.clamp((x[i] - x[j]) ** 2, min=0.0) + 1e-8)
-            b[i, j] = torch.sqrt(torch.clamp((y[i] - y[j]) ** 2, min=0.0) + 1e-8)
+    a = torch.sqrt(torch.clamp((x.unsqueeze(1) - x.unsqueeze(0)) ** 2, min=0.0) + 1e-8)
+    b = torch.sqrt(torch.clamp((y.unsqueeze(1) - y.unsqueeze(0)) ** 2, min=0.0) + 1e-8)
     A = a - a.mean(dim=0, keepdim=True) - a.mean(dim=1, keepdim=True) + a.mean()
     B = b - b.mean(dim=0, keepdim=True) - b.mean(dim=1, keepdim=True) + b.mean()
     dcov_ab = torch.sqrt(torch.clamp((A * B).sum() / n**2, min=0.0) + 1e-8)
@@ -49,79 +57,118 @@ def reference_independence(vectors: torch.Tensor, kind: str, temperature: float)
     return total
 
 
-class ReferenceKGIN:
-    """Dense KGIN with the same switches as the model.
+def _read_atomic(path: Path) -> List[Dict[str, str]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    names = [cell.split(":")[0] for cell in lines[0].split("\t")]
+    return [dict(zip(names, line.split("\t"))) for line in lines[1:] if line]
 
-    ``triples``: (head, relation, tail) with relations 0-based; ``interactions``:
-    (user, item) pairs. Masks are dicts {triple: kept} and {pair: kept}.
+
+class ReferenceGraph:
+    """The training graph of a dataset, read from its atomic files.
+
+    ``folder/<name>.<inter_part>.inter`` (or ``<name>.inter``), ``<name>.kg``,
+    ``<name>.link``. Items without a link are dropped (as RecBole does for KG models).
     """
 
-    def __init__(
-        self,
-        params: Dict[str, torch.Tensor],
-        triples: Sequence[Tuple[int, int, int]],
-        interactions: Sequence[Tuple[int, int]],
-        n_items: int,
-        config: Dict,
-    ) -> None:
-        self.p = params
-        self.triples = sorted(set(triples))
-        self.interactions = sorted(set(interactions))
-        self.n_items = n_items
-        self.c = config
+    def __init__(self, folder: Path, name: str, inter_part: Optional[str] = None) -> None:
+        inter_file = folder / (f"{name}.{inter_part}.inter" if inter_part else f"{name}.inter")
+        links = {row["item_id"]: row["entity_id"] for row in _read_atomic(folder / f"{name}.link")}
+        kg = {(row["head_id"], row["relation_id"], row["tail_id"]) for row in _read_atomic(folder / f"{name}.kg")}
+        self.item_entity: Dict[str, str] = dict(sorted(links.items()))
+        self.relations: List[str] = sorted({r for _, r, _ in kg})
+        self.relations += [f"{r}_r" for r in self.relations]
+        self.triples: List[Triple] = sorted(kg | {(t, f"{r}_r", h) for h, r, t in kg})
+        self.entities: List[str] = sorted({h for h, _, _ in kg} | {t for _, _, t in kg} | set(links.values()))
+        pairs = {(row["user_id"], row["item_id"]) for row in _read_atomic(inter_file)}
+        self.interactions: List[Pair] = sorted(p for p in pairs if p[1] in links)
+        self.users: List[str] = sorted({u for u, _ in self.interactions})
+        self.items: List[str] = list(self.item_entity)
 
-    def propagate(self, kg_keep: Dict = None, inter_keep: Dict = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        p, c = self.p, self.c
+
+class ReferenceKGIN:
+    """Dense KGIN on a :class:`ReferenceGraph`, with the model's switches.
+
+    ``params``: ``user`` (users, d), ``entity`` (entities, d), ``relation`` (2R, d),
+    ``intent_logits`` (P, 2R), ``intent_latent`` (P, d), rows in the graph's token order.
+    Node-dropout masks are dicts {triple: kept} and {(user, item): kept}; message-dropout
+    masks a list, per hop, of ({entity: (d,) keep}, {user: (d,) keep}).
+    """
+
+    def __init__(self, params: Dict[str, torch.Tensor], graph: ReferenceGraph, config: Dict) -> None:
+        self.p, self.g, self.c = params, graph, config
+        self.entity_index = {token: i for i, token in enumerate(graph.entities)}
+        self.relation_index = {token: i for i, token in enumerate(graph.relations)}
+
+    def intents(self) -> torch.Tensor:
+        return torch.softmax(self.p["intent_logits"], dim=1) @ self.p["relation"]  # Eq. 1
+
+    def _message_dropout(self, rows: torch.Tensor, tokens: Sequence[str], masks: Optional[Dict]) -> torch.Tensor:
+        """nn.Dropout then F.normalize, row by row, as the authors' code."""
+        out = []
+        for row, token in zip(rows, tokens):
+            if masks is not None:
+                row = row * masks[token].to(row.dtype) / (1.0 - self.c["mess_dropout_rate"])
+            out.append(row / row.norm().clamp_min(1e-12))
+        return torch.stack(out)
+
+    def propagate(
+        self, kg_keep: Dict = None, inter_keep: Dict = None, message_masks: List = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Final user vectors (users, d) and item vectors (items, d), in token order."""
+        p, c, g = self.p, self.c, self.g
         rate = c["node_dropout_rate"] if inter_keep is not None else 0.0
         users, entities = p["user"], p["entity"]
-        n_users, n_entities = users.shape[0], entities.shape[0]
-        intents = torch.softmax(p["intent_logits"], dim=1) @ p["relation"]  # Eq. 1
-        user_items: List[List[int]] = [[] for _ in range(n_users)]
-        for u, i in self.interactions:
+        intents = self.intents()
+        user_items: Dict[str, List[str]] = {u: [] for u in g.users}
+        for u, i in g.interactions:
             user_items[u].append(i)
-        user_sum, entity_sum = users, entities
+        item_rows = [self.entity_index[g.item_entity[i]] for i in g.items]
+        user_sum, item_sum = users, entities[item_rows]
         u_l, e_l = users, entities
-        for _ in range(c["context_hops"]):
+        for hop in range(c["context_hops"]):
             e_next = []
-            for h in range(n_entities):
+            for h in g.entities:
                 msgs = [
-                    e_l[t] * p["relation"][r]
-                    for (hh, r, t) in self.triples
+                    e_l[self.entity_index[t]] * p["relation"][self.relation_index[r]]
+                    for (hh, r, t) in g.triples
                     if hh == h and (kg_keep is None or kg_keep[(hh, r, t)])
                 ]
                 e_next.append(torch.stack(msgs).mean(0) if msgs else torch.zeros_like(e_l[0]))
             u_next = []
-            for u in range(n_users):
+            for index, u in enumerate(g.users):
                 items = user_items[u]
                 m = torch.zeros_like(e_l[0])
                 for i in items:
                     if inter_keep is None or inter_keep[(u, i)]:
-                        m = m + e_l[i] / len(items) / (1.0 - rate)
+                        m = m + e_l[self.entity_index[g.item_entity[i]]] / len(items) / (1.0 - rate)
                 if c["intent_attention"] == "latent":
-                    beta = torch.softmax(u_l[u] @ p["intent_latent"].t(), dim=0)
+                    beta = torch.softmax(u_l[index] @ p["intent_latent"].t(), dim=0)  # code
                 else:
-                    beta = torch.softmax(users[u] @ intents.t(), dim=0)
+                    beta = torch.softmax(users[index] @ intents.t(), dim=0)  # paper Eq. 8
                 value = m * (beta @ intents)
                 if c["user_self_connection"]:
                     value = value + m
                 u_next.append(value)
-            e_l = torch.stack([v / v.norm().clamp_min(1e-12) for v in e_next])
-            u_l = torch.stack([v / v.norm().clamp_min(1e-12) for v in u_next])
-            entity_sum = entity_sum + e_l
+            entity_masks, user_masks = message_masks[hop] if message_masks else (None, None)
+            e_l = self._message_dropout(torch.stack(e_next), g.entities, entity_masks)
+            u_l = self._message_dropout(torch.stack(u_next), g.users, user_masks)
+            item_sum = item_sum + e_l[item_rows]
             user_sum = user_sum + u_l
-        return user_sum, entity_sum[: self.n_items]
+        return user_sum, item_sum
 
-    def loss(self, users, pos, neg, kg_keep=None, inter_keep=None) -> torch.Tensor:
-        c = self.c
-        u_all, i_all = self.propagate(kg_keep, inter_keep)
-        u, ip, ineg = u_all[users], i_all[pos], i_all[neg]
+    def loss(
+        self, users: Sequence[str], pos: Sequence[str], neg: Sequence[str], kg_keep=None, inter_keep=None, message_masks=None
+    ) -> torch.Tensor:
+        """BPR + L2 on the batch's final vectors + independence (Eq. 14); tokens in."""
+        c, g = self.c, self.g
+        u_all, i_all = self.propagate(kg_keep, inter_keep, message_masks)
+        u = u_all[[g.users.index(t) for t in users]]
+        ip = i_all[[g.items.index(t) for t in pos]]
+        ineg = i_all[[g.items.index(t) for t in neg]]
         pos_s, neg_s = (u * ip).sum(1), (u * ineg).sum(1)
         bpr = -torch.mean(torch.stack([F.logsigmoid(a - b) for a, b in zip(pos_s, neg_s)]))
         l2 = (u.pow(2).sum() + ip.pow(2).sum() + ineg.pow(2).sum()) / 2 / len(users)
-        if c["independence_on"] == "logits":
-            vectors = self.p["intent_logits"]
-        else:
-            vectors = torch.softmax(self.p["intent_logits"], dim=1) @ self.p["relation"]
+        vectors = self.p["intent_logits"] if c["independence_on"] == "logits" else self.intents()
         cor = reference_independence(vectors, c["ind"], c["temperature"])
         return bpr + c["reg_weight"] * l2 + c["sim_regularity"] * cor
 

@@ -57,7 +57,9 @@ def test_keep_mask_keeps_the_configured_share(rate):
     assert abs(kept - (1 - rate)) < 5 * sigma + 1 / 65536
 
 
-def test_node_dropout_rate_is_the_configured_one(toy_root):
+def test_node_dropout_rate_is_the_share_dropped(toy_root):
+    """The plugin's reading: rate 0.3 keeps 70% of KG edges and interactions (the
+    authors' code and RecBole's KGIN would keep 30% of the KG edges)."""
     model, _, _ = toy(toy_root, node_dropout_rate=0.3)
     torch.manual_seed(1)
     kg = torch.stack([model.sample_masks()["kg"] for _ in range(2000)]).float().mean().item()

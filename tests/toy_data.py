@@ -65,3 +65,20 @@ def write_colors(folder, n_shapes=10):
     for user, item in inter:
         history.setdefault(user, set()).add(item)
     return history
+
+
+def write_toy_split(folder: Path, n_users: int = 20, seed: int = 0) -> None:
+    """The toy dataset with a fixed split: ``toy.train.inter`` (4 items per user),
+    ``.valid.inter`` and ``.test.inter`` (1 each), for ``benchmark_filename``; the
+    reference model reads the training interactions from the file itself."""
+    rng = np.random.default_rng(seed)
+    name = folder.name
+    parts = {"train": [], "valid": [], "test": []}
+    for user in range(n_users):
+        liked = [f"i{item}" for item in rng.choice(12, size=6, replace=False)]
+        for part, items in (("train", liked[:4]), ("valid", liked[4:5]), ("test", liked[5:])):
+            parts[part] += [(f"u{user}", item) for item in items]
+    for part, rows in parts.items():
+        write_atomic(folder / f"{name}.{part}.inter", ["user_id:token", "item_id:token"], rows)
+    write_atomic(folder / f"{name}.kg", ["head_id:token", "relation_id:token", "tail_id:token"], toy_triples())
+    write_atomic(folder / f"{name}.link", ["item_id:token", "entity_id:token"], [(f"i{i}", f"e_i{i}") for i in range(12)])

@@ -322,14 +322,15 @@ class InteractionGraph:
         self.pattern.to(device)
         return self
 
-    def prepare(
-        self, keep: Optional[torch.Tensor], rate: float, users: Optional[torch.Tensor]
-    ) -> Prepared:
+    def prepare(self, keep: Optional[torch.Tensor], users: Optional[torch.Tensor]) -> Prepared:
         """A batch's pattern and values.
 
-        ``keep`` (bool per interaction, None in evaluation): the authors' sparse
-        dropout, kept entries rescaled by 1/(1 - rate). ``users``: sorted unique ids
-        of the rows wanted (None = all users).
+        ``keep``: bool per interaction (CSR order), None in evaluation. Dropped
+        interactions leave the mean; the rest keep their weight 1/|N_u|. Inverted
+        dropout would rescale them by 1/(1 - rate), as the authors' ``_sparse_dropout``
+        does (by 1/(1 - rate) after keeping a share ``rate``), but a per-row factor
+        cancels in the L2 normalisation every hop's user output goes through, so it
+        is not applied. ``users``: sorted unique ids of the rows wanted (None = all).
         """
         if users is None and keep is None:
             return self.pattern, self.full_values
@@ -341,10 +342,7 @@ class InteractionGraph:
             selected = selected & (row_map.index_select(0, self.pattern.row) >= 0)
             n_rows = len(users)
         pattern, positions = self.pattern.select(selected, row_map, n_rows)
-        values = self.full_values.index_select(0, positions)
-        if keep is not None:
-            values = values / (1.0 - rate)
-        return pattern, values
+        return pattern, self.full_values.index_select(0, positions)
 
     @staticmethod
     def aggregate(prepared: Prepared, item: torch.Tensor) -> torch.Tensor:

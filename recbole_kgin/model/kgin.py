@@ -65,7 +65,8 @@ class KGIN(KnowledgeRecommender):
     Final (Eq. 12): ``e = e^(0) + sum_l e^(l)``; score ``s(u, i) = e_u . e_i`` (Eq. 13).
     Loss (Eq. 14): BPR + ``reg_weight * (|u|^2 + |i+|^2 + |i-|^2) / 2 / batch`` on the
     propagated vectors + ``sim_regularity *`` independence (``ind``: ``distance``,
-    ``cosine`` or ``mi``).
+    ``cosine`` or ``mi``; ``mi`` is a correct InfoNCE over intents, paper Eq. 3, where the
+    authors' formula sums unnormalised products over relations and can turn negative).
 
     Paper-vs-code divergences, authors' code by default:
 
@@ -77,13 +78,21 @@ class KGIN(KnowledgeRecommender):
       ``intents`` puts it on the intent embeddings ``e_p`` as in the paper.
 
     Dropout (training only, resampled every mini-batch; evaluation is deterministic):
-    node dropout keeps each KG edge and each interaction with probability
-    ``1 - node_dropout_rate``, kept interactions rescaled by ``1 / (1 - rate)`` (the
-    authors keep exactly ``(1 - rate)|E|`` KG edges; independent draws keep that many
-    in expectation); message dropout at ``mess_dropout_rate``. Rates are drawn at a
-    resolution of 1/65536 (:mod:`recbole_kgin.model.dropout`). RecBole's port samples
-    KG edges in evaluation too and drops interactions at the message-dropout rate;
-    this one does neither. Initialisation follows the authors: Xavier-uniform, with
+    ``node_dropout_rate`` is the share of KG edges and of interactions **dropped**:
+    each is kept independently with probability ``1 - node_dropout_rate`` (the
+    authors draw an exact count of KG edges; the expectation is the same); a hop's KG
+    mean runs over the kept edges, a user's item mean over the kept items (weight
+    1/|N_u|; inverted dropout's 1/(1 - rate) cancels in the row normalisation).
+    Message dropout at ``mess_dropout_rate`` (share dropped) on each hop's outputs.
+    Rates are drawn at a resolution of 1/65536 (:mod:`recbole_kgin.model.dropout`).
+
+    The authors' code and RecBole's port read ``node_dropout_rate`` the other way, as
+    the share **kept**: the authors keep ``int(rate * |E|)`` KG edges (``_edge_sampling``)
+    and each interaction with probability ``rate`` (``_sparse_dropout``), RecBole's port
+    keeps ``int(rate * |E|)`` KG edges and drops interactions at its *message*-dropout
+    rate. The readings agree only at 0.5: a ``node_dropout_rate`` tuned for either of
+    them means ``1 - rate`` here. RecBole's port also samples KG edges in evaluation;
+    this one does not. Initialisation follows the authors: Xavier-uniform, with
     users and entities drawn as one (U + N, d) table.
 
     Speed (same math): sparse products as embedding bags over fixed patterns, each
@@ -184,7 +193,7 @@ class KGIN(KnowledgeRecommender):
             masks = masks if masks is not None else self.sample_masks()
             kg_keep, inter_keep = masks["kg"], masks["inter"]
         kg_batch = self.kg.prepare(kg_keep)
-        inter_batch = self.interactions.prepare(inter_keep, self.node_dropout_rate, users)
+        inter_batch = self.interactions.prepare(inter_keep, users)
         message_rate = self.mess_dropout_rate if self.training else 0.0
 
         relation = self.relation_embedding
