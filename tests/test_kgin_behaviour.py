@@ -1,4 +1,5 @@
-"""KGIN's dropout, determinism in evaluation, and learning on real data."""
+"""KGIN's dropout in the model, determinism in evaluation, and learning on real data
+(the dropout operators themselves: tests/test_dropout.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from recbole.data.interaction import Interaction
 
 from conftest import FAST, TOY, shared_dataset
 from recbole_kgin.config import Config
-from recbole_kgin.model.dropout import dropout_normalize, keep_mask
 from recbole_kgin.quick_start import build, run_recbole_kgin
 
 
@@ -48,15 +48,6 @@ def test_eval_after_training_step_sees_the_new_weights(toy_root):
     assert not torch.allclose(before, model.full_sort_predict(users))
 
 
-@pytest.mark.parametrize("rate", [0.1, 0.5, 0.8])
-def test_keep_mask_keeps_the_configured_share(rate):
-    torch.manual_seed(0)
-    n = 400_000
-    kept = keep_mask(n, rate, torch.device("cpu")).float().mean().item()
-    sigma = math.sqrt(rate * (1 - rate) / n)
-    assert abs(kept - (1 - rate)) < 5 * sigma + 1 / 65536
-
-
 def test_node_dropout_rate_is_the_share_dropped(toy_root):
     """The plugin's reading: rate 0.3 keeps 70% of KG edges and interactions (the
     authors' code and RecBole's KGIN would keep 30% of the KG edges)."""
@@ -68,17 +59,6 @@ def test_node_dropout_rate_is_the_share_dropped(toy_root):
     n_inter = 2000 * model.interactions.n_edges
     assert abs(kg - 0.7) < 5 * math.sqrt(0.21 / n_kg)
     assert abs(inter - 0.7) < 5 * math.sqrt(0.21 / n_inter)
-
-
-def test_message_dropout_zeroes_the_configured_share_and_matches_normalize():
-    torch.manual_seed(2)
-    x = torch.randn(20_000, 16, dtype=torch.float64) + 3.0
-    out = dropout_normalize(x, 0.25)
-    dropped = (out == 0).double().mean().item()
-    assert abs(dropped - 0.25) < 5 * math.sqrt(0.25 * 0.75 / x.numel())
-    kept = out != 0
-    expected = torch.nn.functional.normalize(torch.where(kept, x / 0.75, torch.zeros_like(x)))
-    assert torch.allclose(out, expected)
 
 
 def test_no_dropout_in_eval_all_edges_are_used(toy_root):

@@ -1,0 +1,77 @@
+"""recbole_kgin/model/dropout.py: keep masks and the fused message dropout + normalisation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recbole_kgin.model.dropout import _NORMALIZE_EPS, _DropoutNormalize, dropout_normalize, keep_mask
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.8])
+def test_keep_mask_keeps_the_configured_share(rate):
+    torch.manual_seed(0)
+    n = 400_000
+    mask = keep_mask(n, rate, torch.device("cpu"))
+    assert mask.dtype == torch.bool and mask.shape == (n,)
+    kept = mask.float().mean().item()
+    sigma = math.sqrt(rate * (1 - rate) / n)
+    assert abs(kept - (1 - rate)) < 5 * sigma + 1 / 65536
+
+
+def test_keep_mask_shapes_and_extremes():
+    torch.manual_seed(0)
+    assert keep_mask((3, 5), 0.5, torch.device("cpu")).shape == (3, 5)
+    assert keep_mask(7, 0.5, torch.device("cpu")).shape == (7,)  # not a multiple of the 4 lanes a draw gives
+    assert keep_mask(10_000, 0.0, torch.device("cpu")).all()
+    assert keep_mask(100_000, 0.999, torch.device("cpu")).float().mean() < 0.002  # rates are in [0, 1)
+    lanes = torch.stack([keep_mask(64, 0.5, torch.device("cpu")) for _ in range(500)]).float().mean(0)
+    assert lanes.min() > 0.35 and lanes.max() < 0.65  # every position is drawn, not just the first lanes
+
+
+def test_message_dropout_zeroes_the_configured_share_and_matches_normalize():
+    torch.manual_seed(2)
+    x = torch.randn(20_000, 16, dtype=torch.float64) + 3.0
+    out = dropout_normalize(x, 0.25)
+    dropped = (out == 0).double().mean().item()
+    assert abs(dropped - 0.25) < 5 * math.sqrt(0.25 * 0.75 / x.numel())
+    kept = out != 0
+    expected = F.normalize(torch.where(kept, x / 0.75, torch.zeros_like(x)))
+    assert torch.allclose(out, expected)
+
+
+def test_no_message_dropout_is_plain_normalize():
+    x = torch.randn(50, 8, dtype=torch.float64)
+    assert torch.equal(dropout_normalize(x, 0.0), F.normalize(x))
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.7])
+def test_fused_dropout_normalize_equals_the_two_steps_with_a_fixed_mask(rate):
+    """Forward and the hand-written backward against autograd through F.dropout's
+    arithmetic (x * keep / (1 - rate)) and F.normalize, rows dropped whole included."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 6, dtype=torch.float64, generator=generator)
+    keep = (torch.rand(40, 6, generator=generator) >= rate).double()
+    keep[5] = 0.0  # a row that dropout zeroes: the eps corner
+    upstream = torch.randn(40, 6, dtype=torch.float64, generator=generator)
+
+    fused_input = x.clone().requires_grad_()
+    fused = _DropoutNormalize.apply(fused_input, keep, _NORMALIZE_EPS * (1.0 - rate))
+    (fused * upstream).sum().backward()
+    plain_input = x.clone().requires_grad_()
+    plain = F.normalize(plain_input * keep / (1.0 - rate))
+    (plain * upstream).sum().backward()
+
+    assert torch.allclose(fused, plain, atol=1e-12)
+    assert torch.allclose(fused_input.grad, plain_input.grad, atol=1e-10)
+    assert torch.count_nonzero(fused_input.grad[keep == 0]) == 0
+
+
+def test_fused_dropout_normalize_passes_gradcheck():
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(12, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    keep = (torch.rand(12, 5, generator=generator) >= 0.4).double()
+    assert torch.autograd.gradcheck(lambda t: _DropoutNormalize.apply(t, keep, 1e-12), (x,))
