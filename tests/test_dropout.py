@@ -26,7 +26,7 @@ def test_keep_mask_shapes_and_extremes():
     torch.manual_seed(0)
     assert keep_mask((3, 5), 0.5, torch.device("cpu")).shape == (3, 5)
     assert keep_mask(7, 0.5, torch.device("cpu")).shape == (7,)  # not a multiple of the 4 lanes a draw gives
-    assert keep_mask(10_000, 0.0, torch.device("cpu")).all()
+    assert keep_mask(1_000_000, 0.0, torch.device("cpu")).all()  # rate 0 keeps every lane value
     assert keep_mask(100_000, 0.999, torch.device("cpu")).float().mean() < 0.002  # rates are in [0, 1)
     lanes = torch.stack([keep_mask(64, 0.5, torch.device("cpu")) for _ in range(500)]).float().mean(0)
     assert lanes.min() > 0.35 and lanes.max() < 0.65  # every position is drawn, not just the first lanes
@@ -56,6 +56,7 @@ def test_fused_dropout_normalize_equals_the_two_steps_with_a_fixed_mask(rate):
     x = torch.randn(40, 6, dtype=torch.float64, generator=generator)
     keep = (torch.rand(40, 6, generator=generator) >= rate).double()
     keep[5] = 0.0  # a row that dropout zeroes: the eps corner
+    x[6], keep[6] = 1e-15, 1.0  # a row kept whole whose norm is under eps: no projection
     upstream = torch.randn(40, 6, dtype=torch.float64, generator=generator)
 
     fused_input = x.clone().requires_grad_()
@@ -66,7 +67,7 @@ def test_fused_dropout_normalize_equals_the_two_steps_with_a_fixed_mask(rate):
     (plain * upstream).sum().backward()
 
     assert torch.allclose(fused, plain, atol=1e-12)
-    assert torch.allclose(fused_input.grad, plain_input.grad, atol=1e-10)
+    assert torch.allclose(fused_input.grad, plain_input.grad, rtol=1e-9, atol=1e-10)
     assert torch.count_nonzero(fused_input.grad[keep == 0]) == 0
 
 
@@ -75,3 +76,18 @@ def test_fused_dropout_normalize_passes_gradcheck():
     x = torch.randn(12, 5, dtype=torch.float64, generator=generator, requires_grad=True)
     keep = (torch.rand(12, 5, generator=generator) >= 0.4).double()
     assert torch.autograd.gradcheck(lambda t: _DropoutNormalize.apply(t, keep, 1e-12), (x,))
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.6])
+def test_dropout_normalize_keeps_the_eps_of_dropout_then_normalize(rate, monkeypatch):
+    """Rows whose norm is under F.normalize's eps: the fused step divides the unscaled
+    row by eps * (1 - rate), which is F.normalize(F.dropout(x)) on them too."""
+    import recbole_kgin.model.dropout as dropout
+
+    x = torch.full((3, 4), 1e-14, dtype=torch.float64)
+    x[2] = torch.randn(4, dtype=torch.float64)
+    keep = torch.ones(3, 4, dtype=torch.bool)
+    keep[1, 0] = False
+    monkeypatch.setattr(dropout, "keep_mask", lambda shape, r, device: keep)
+    expected = F.normalize(x * keep / (1.0 - rate))
+    assert torch.allclose(dropout_normalize(x, rate), expected, rtol=1e-12, atol=0)

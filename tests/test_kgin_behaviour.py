@@ -48,6 +48,42 @@ def test_eval_after_training_step_sees_the_new_weights(toy_root):
     assert not torch.allclose(before, model.full_sort_predict(users))
 
 
+def test_a_loss_computed_in_eval_mode_clears_the_score_cache(toy_root):
+    """calculate_loss clears the evaluation cache itself: a step taken without
+    switching modes (fine-tuning in eval mode) must not leave stale scores."""
+    model, _, _ = toy(toy_root)
+    model.eval()
+    users = Interaction({"user_id": torch.arange(1, model.n_users)})
+    before = model.full_sort_predict(users).clone()
+    batch = Interaction({"user_id": torch.tensor([1, 2]), "item_id": torch.tensor([1, 2]), "neg_item_id": torch.tensor([3, 4])})
+    sum(model.calculate_loss(batch)).backward()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter -= 0.5 * parameter.grad
+    after = model.full_sort_predict(users)
+    model._eval_cache = None
+    assert not torch.allclose(before, after) and torch.equal(after, model.full_sort_predict(users))
+
+
+def test_initialisation_follows_the_authors(toy_root):
+    """Users and entities are drawn as one Xavier-uniform (U + N, d) table, as the
+    authors draw ``all_embed``: U(-b, b) with b = sqrt(6 / (U + N + d))."""
+    model, _, _ = toy(toy_root)
+    bound = math.sqrt(6.0 / (model.n_users + model.n_entities + model.embedding_size))
+    for table in (model.user_embedding, model.entity_embedding):
+        values = table.detach()
+        assert values.abs().max() <= bound
+        assert values.max() > 0.9 * bound and values.min() < -0.9 * bound
+        assert abs(values.mean()) < 0.1 * bound
+
+
+def test_no_node_dropout_samples_no_masks(toy_root):
+    model, _, _ = toy(toy_root, node_dropout_rate=0.0)
+    model.sample_masks = lambda: pytest.fail("masks sampled at node_dropout_rate 0")
+    model.train()
+    model.forward()
+
+
 def test_node_dropout_rate_is_the_share_dropped(toy_root):
     """The plugin's reading: rate 0.3 keeps 70% of KG edges and interactions (the
     authors' code and RecBole's KGIN would keep 30% of the KG edges)."""
@@ -86,3 +122,22 @@ def test_training_on_lastfm_lowers_the_loss_and_beats_a_random_scorer():
     random = run_recbole_kgin("Random", "lastfm", config_dict=settings, saved=False)["test_result"]
     assert kgin["recall@20"] > 2 * random["recall@20"]
     assert kgin["ndcg@20"] > 2 * random["ndcg@20"]
+
+
+def test_recboles_kgin_without_torch_scatter_is_refused_in_one_line(toy_root, monkeypatch):
+    import importlib.util
+
+    from recbole_kgin.errors import UserInputError
+    from recbole_kgin.model import RecBoleKGIN
+
+    config = Config("RecBoleKGIN", "toy", config_dict={**TOY, "data_path": str(toy_root)})
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch_scatter" else find_spec(name, *a))
+    from recbole.data import create_dataset
+
+    with pytest.raises(UserInputError) as error:
+        RecBoleKGIN(config, create_dataset(config))
+    assert str(error.value) == (
+        "model RecBoleKGIN (RecBole's built-in KGIN) needs torch-scatter: "
+        "pip install --no-build-isolation torch-scatter, or use --model=KGIN"
+    )

@@ -176,21 +176,18 @@ class KGIN(KnowledgeRecommender):
         """(P, d) intents as attentive combinations of relations (Eq. 1)."""
         return torch.softmax(self.intent_logits, dim=-1) @ self.relation_embedding
 
-    def forward(
-        self, users: Optional[torch.Tensor] = None, masks: Optional[Masks] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Propagate L hops.
+    def forward(self, users: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Propagate L hops, with node dropout (:meth:`sample_masks`) in training.
 
         Args:
             users: sorted unique user ids to return (None: all users).
-            masks: node-dropout keep masks (training only); sampled when None.
 
         Returns:
             final user vectors (len(users) or U, d) and final item vectors (n_items, d).
         """
         kg_keep = inter_keep = None
         if self.training and self.node_dropout_rate > 0:
-            masks = masks if masks is not None else self.sample_masks()
+            masks = self.sample_masks()
             kg_keep, inter_keep = masks["kg"], masks["inter"]
         kg_batch = self.kg.prepare(kg_keep)
         inter_batch = self.interactions.prepare(inter_keep, users)
