@@ -13,9 +13,9 @@ columns than the header, a non-number in a float column, bytes that are not vali
 in the configured encoding;
 
 warnings (the run goes on): rows with more columns than the header (RecBole reads
-the first ones and drops the rest; RecBole's own test data has one such row: the
-reading is unambiguous, so the run goes on), KG self-loops and duplicate triples, ``.link`` rows for
-items that never occur in the interactions, and items without a KG link, with the
+the first ones and drops the rest, unambiguously; RecBole's own test data has such a
+row), KG self-loops and duplicate triples, ``.link`` rows for items that never occur
+in the interactions, and items without a KG link, with the
 share of interactions RecBole will drop because of them (it keeps only KG-linked
 items for knowledge-aware models).
 """
