@@ -181,7 +181,7 @@ def _convert(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
     if not args.dataset:
         raise UserInputError("--convert needs --dataset <name for the converted dataset>")
     _no_overrides("--convert", overrides)
-    from recbole_kgin.convert import convert_kgat
+    from recbole_kgin.data.convert import convert_kgat
 
     output = args.output or "dataset"
     counts = convert_kgat(args.convert, args.dataset, output, args.force, args.valid_ratio)
@@ -195,7 +195,7 @@ def _convert(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
 
 def _check(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
     from recbole_kgin.config import Config
-    from recbole_kgin.validate import validate_config
+    from recbole_kgin.data.validate import validate_config
 
     config = Config(args.model or DEFAULT_MODEL, args.dataset, config_file_list(args), overrides)
     report = validate_config(config)

@@ -39,7 +39,7 @@ from recbole.utils import ModelType, init_logger, init_seed
 from tqdm import tqdm
 
 from recbole_kgin.config import Config, reads_kg
-from recbole_kgin.data_location import expected_files
+from recbole_kgin.data.location import expected_files
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.quick_start import build
 from recbole_kgin.utils import get_model, write_text_atomically

@@ -14,7 +14,7 @@ Layering, lowest priority first (each later layer overrides the earlier):
 
 Unlike RecBole's Config it never reads ``sys.argv`` itself, looks models up in the
 plugin first, resolves the data folder without any download prompt
-(:mod:`recbole_kgin.data_location`) and turns bad input into :class:`UserInputError`.
+(:mod:`recbole_kgin.data.location`) and turns bad input into :class:`UserInputError`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
 from recbole_kgin.config_checks import check_config_values
-from recbole_kgin.data_location import resolve_dataset_folder
+from recbole_kgin.data.location import resolve_dataset_folder
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.resources import packaged_dir
 from recbole_kgin.utils import get_model

@@ -14,7 +14,7 @@ from recbole.utils import ModelType, get_environment, init_logger, init_seed, se
 from recbole_kgin.config import Config
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.utils import get_model, get_trainer
-from recbole_kgin.validate import require_valid
+from recbole_kgin.data.validate import require_valid
 
 
 def reserve_checkpoint_path(path: str) -> str:
@@ -73,7 +73,7 @@ def run_recbole_kgin(
 
     Args:
         model: model name; recbole-kgin's models first (``KGIN``), then RecBole's.
-        dataset: dataset name; see :mod:`recbole_kgin.data_location` for where it is found.
+        dataset: dataset name; see :mod:`recbole_kgin.data.location` for where it is found.
         config_file_list: YAML config files.
         config_dict: config overrides of the highest priority.
         saved: keep the best checkpoint (and evaluate the test set with it).

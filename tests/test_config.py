@@ -10,7 +10,7 @@ import yaml
 
 from conftest import FAST
 from recbole_kgin.config import Config
-from recbole_kgin.data_location import EMBEDDED_PATH
+from recbole_kgin.data.location import EMBEDDED_PATH
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.model import KGIN, RecBoleKGIN
 from recbole_kgin.utils import get_model, get_trainer

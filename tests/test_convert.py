@@ -7,7 +7,7 @@ import pytest
 from conftest import TOY
 from recbole_kgin.cli import main
 from recbole_kgin.config import Config
-from recbole_kgin.convert import convert_kgat
+from recbole_kgin.data.convert import convert_kgat
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.quick_start import build
 

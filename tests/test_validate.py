@@ -9,7 +9,7 @@ from recbole_kgin.cli import main
 from recbole_kgin.config import Config
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.quick_start import run_recbole_kgin
-from recbole_kgin.validate import validate_dataset
+from recbole_kgin.data.validate import validate_dataset
 from toy_data import write_toy_dataset
 
 FIELDS = {"user": "user_id", "item": "item_id", "head": "head_id", "relation": "relation_id",
@@ -132,7 +132,7 @@ def test_the_shared_ml_1m_and_lastfm_pass(tmp_path):
     for name in ["lastfm", "ml-1m"]:
         root = shared_dataset(name)
         config = Config("KGIN", name, config_dict={"data_path": str(root), "state": "WARNING"})
-        from recbole_kgin.validate import validate_config
+        from recbole_kgin.data.validate import validate_config
 
         report = validate_config(config)
         assert report.ok, report.errors
