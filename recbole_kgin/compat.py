@@ -2,8 +2,8 @@
 
 RecBole 1.2.1 (the latest release) breaks in four places on the versions that pip
 installs today, one of its modules slows every model trained after it is imported
-(fix 5), and two of its own bugs reach our users through knowledge-aware data
-(fixes 6 and 7: a crash, and a sampler that loops forever). Each fix below names the
+(fix 5), and two of its own bugs reach our users (fix 6: data-dependent metrics
+crash, for every model; fix 7: negative sampling that loops forever). Each fix below names the
 RecBole line it addresses and leaves the math of the affected model unchanged.
 :func:`apply` installs all of them; it is idempotent and runs when
 :mod:`recbole_kgin` is imported.
