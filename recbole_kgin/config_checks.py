@@ -61,6 +61,8 @@ COMMON_CHECKS: Dict[str, Check] = {
     "embedding_size": positive_int(),
     "weight_decay": non_negative_number(),
     "kg_items_only": boolean(),
+    "cpu_threads": (lambda v: v == "auto" or (_is_int(v) and v > 0), "auto or a positive integer"),
+    "thread_governor": boolean(),
 }
 
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import torch
 import yaml
 
 from recbole_kgin.config import Config
@@ -57,7 +56,6 @@ def _trainable(
     dataset: str,
     config_files: Optional[List[str]],
     fixed: Dict[str, Any],
-    threads: int,
 ) -> None:
     """One trial: train, reporting the validation metrics after every epoch."""
     from ray.air import session
@@ -65,7 +63,6 @@ def _trainable(
 
     from recbole_kgin.quick_start import build
 
-    torch.set_num_threads(threads)
     config = Config(model, dataset, config_files, {**fixed, **params, **QUIET})
     init_seed(config["seed"], config["reproducibility"])
     _, (train_data, valid_data, _), _, trainer = build(config, saved=False)
@@ -204,6 +201,8 @@ def run_tune(
     metric, bigger = base["valid_metric"], base["valid_metric_bigger"]
     mode = "max" if bigger else "min"
     max_epochs = base["epochs"]
+    # a trial's threads: its CPUs, unless the user capped them (governed either way)
+    threads = {"cpu_threads": max(1, int(cpus_per_trial)) if base["cpu_threads"] == "auto" else base["cpu_threads"]}
     output_dir = Path(output or f"results/tune-{model}-{dataset}").resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -221,9 +220,8 @@ def run_tune(
             if scheduler == "asha"
             else FIFOScheduler()
         )
-        threads = max(1, int(cpus_per_trial))
         trainable = tune.with_parameters(
-            _trainable, model=model, dataset=dataset, config_files=config_files or None, fixed=fixed, threads=threads
+            _trainable, model=model, dataset=dataset, config_files=config_files or None, fixed={**fixed, **threads}
         )
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
@@ -261,12 +259,8 @@ def run_tune(
     if retrain:
         from recbole_kgin.quick_start import run_recbole_kgin
 
-        previous_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)  # as in the trials, for the same numbers
-        try:
-            retrained = run_recbole_kgin(model, dataset, config_files + [str(best_file)], dict(QUIET))
-        finally:
-            torch.set_num_threads(previous_threads)
+        # threads as in the trials, for the same numbers
+        retrained = run_recbole_kgin(model, dataset, config_files + [str(best_file)], {**QUIET, **threads})
         test_result = dict(retrained["test_result"])
         retrained_valid_score = retrained["best_valid_score"]
     return {

@@ -80,14 +80,16 @@ def _recbole_model(model_name: str):
 
 def get_trainer(model_type: ModelType, model_name: str) -> type:
     """``recbole_kgin.trainer.<model_name>Trainer`` if it exists, else RecBole's choice;
-    either way made resumable (:mod:`recbole_kgin.resumable`)."""
+    either way made resumable (:mod:`recbole_kgin.resumable`) and given the thread
+    policy (:mod:`recbole_kgin.threads`)."""
     from recbole_kgin.resumable import resumable
+    from recbole_kgin.threads import thread_governed
 
     trainer_module = importlib.import_module("recbole_kgin.trainer")
     trainer = getattr(trainer_module, f"{model_name}Trainer", None)
     if trainer is None:
         trainer = recbole_get_trainer(model_type, model_name)
-    return resumable(trainer)
+    return thread_governed(resumable(trainer))
 
 
 def write_text_atomically(path: Path, text: str) -> None:
