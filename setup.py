@@ -25,6 +25,7 @@ setup(
     package_data={
         "recbole_kgin.properties": ["*.yaml", "model/*.yaml", "model/*/*.yaml", "dataset/*.yaml"],
         "recbole_kgin.tuning": ["*.yaml"],
+        "recbole_kgin.model": ["kernels.cpp"],  # compiled on first use (recbole_kgin/model/fused.py)
     },
     entry_points={"console_scripts": ["recbole-kgin = recbole_kgin.cli:run"]},
     install_requires=[
@@ -42,6 +43,8 @@ setup(
         "scipy>=1.6",
         "pyyaml>=5.1",
         "matplotlib>=3.5",
+        # torch.utils.cpp_extension builds the fused CPU kernels with it (and a C++ compiler)
+        "ninja",
     ],
     extras_require={
         # mutmut: mutation testing of recbole_kgin/model (README, "Mutation testing").

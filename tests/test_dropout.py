@@ -8,7 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from recbole_kgin.model.fused import kernel
 from recbole_kgin.model.dropout import _NORMALIZE_EPS, _DropoutNormalize, dropout_normalize, keep_mask
+
+needs_kernel = pytest.mark.skipif(kernel() is None, reason="the fused kernels could not be built here")
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.8])
@@ -78,8 +81,9 @@ def test_fused_dropout_normalize_passes_gradcheck():
     assert torch.autograd.gradcheck(lambda t: _DropoutNormalize.apply(t, keep, 1e-12), (x,))
 
 
+@pytest.mark.parametrize("fused", [False, pytest.param(True, marks=needs_kernel)])
 @pytest.mark.parametrize("rate", [0.3, 0.6])
-def test_dropout_normalize_keeps_the_eps_of_dropout_then_normalize(rate, monkeypatch):
+def test_dropout_normalize_keeps_the_eps_of_dropout_then_normalize(rate, fused, monkeypatch):
     """Rows whose norm is under F.normalize's eps: the fused step divides the unscaled
     row by eps * (1 - rate), which is F.normalize(F.dropout(x)) on them too."""
     import recbole_kgin.model.dropout as dropout
@@ -88,6 +92,35 @@ def test_dropout_normalize_keeps_the_eps_of_dropout_then_normalize(rate, monkeyp
     x[2] = torch.randn(4, dtype=torch.float64)
     keep = torch.ones(3, 4, dtype=torch.bool)
     keep[1, 0] = False
-    monkeypatch.setattr(dropout, "keep_mask", lambda shape, r, device: keep)
+    monkeypatch.setattr(dropout, "random_lanes", lambda shape, device: torch.where(keep, 32767, -32768).to(torch.int16))
     expected = F.normalize(x * keep / (1.0 - rate))
-    assert torch.allclose(dropout_normalize(x, rate), expected, rtol=1e-12, atol=0)
+    assert torch.allclose(dropout_normalize(x, rate, fused), expected, rtol=1e-12, atol=0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("rate", [0.3, 0.7])
+def test_cpp_dropout_normalize_equals_the_torch_function(rate):
+    """The C++ pass (recbole_kgin/model/kernels.cpp) against _DropoutNormalize with the
+    mask its lanes give, forward and backward, the eps corners included."""
+    from recbole_kgin.model import fused
+    from recbole_kgin.model.dropout import keep_threshold
+
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(40, 6, dtype=torch.float64, generator=generator)
+    lanes = torch.randint(-32768, 32768, (40, 6), generator=generator).to(torch.int16)
+    lanes[5] = -32768  # the whole row dropped
+    x[6], lanes[6] = 1e-15, 32767  # kept whole, norm under eps
+    threshold, eps = keep_threshold(rate), _NORMALIZE_EPS * (1.0 - rate)
+    keep = (lanes >= threshold).double()
+    upstream = torch.randn(40, 6, dtype=torch.float64, generator=generator)
+    results = []
+    for run in (lambda t: fused.dropout_normalize(t, lanes, threshold, eps), lambda t: _DropoutNormalize.apply(t, keep, eps)):
+        leaf = x.clone().requires_grad_()
+        out = run(leaf)
+        (out * upstream).sum().backward()
+        results.append((out.detach(), leaf.grad))
+    assert torch.allclose(results[0][0], results[1][0], rtol=1e-12, atol=1e-15)
+    assert torch.allclose(results[0][1], results[1][1], rtol=1e-12, atol=1e-15)
+    assert torch.count_nonzero(results[0][1][keep == 0]) == 0
+    leaf = x[:5].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: fused.dropout_normalize(t, lanes[:5].contiguous(), threshold, eps), (leaf,))

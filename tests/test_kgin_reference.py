@@ -25,6 +25,7 @@ import recbole_kgin.model.graph as graph_module
 from conftest import TOY
 from recbole_kgin.config import Config
 from recbole_kgin.model import KGIN
+from recbole_kgin.model.fused import kernel
 from recbole_kgin.quick_start import prepare_data
 from reference_kgin import ReferenceGraph, ReferenceKGIN, is_close
 from toy_data import write_toy_split
@@ -127,9 +128,10 @@ def test_propagation_and_scores_match_reference(toy_split, switches):
 
 
 class FixedMessageMasks:
-    """Stands in for :func:`keep_mask` inside message dropout: hands out masks cut
-    from fixed per-row tables (entity rows, user rows) in the model's call order:
-    per hop, the entities' output (items only at the last hop), then the batch's users."""
+    """Stands in for :func:`random_lanes` inside message dropout: hands out lanes
+    (kept: 32767, dropped: -32768) cut from fixed per-row masks (entity rows, user
+    rows) in the model's call order: per hop, the entities' output (items only at the
+    last hop), then the batch's users."""
 
     def __init__(self, aligned: Aligned, hops: int, rate: float, batch_users: torch.Tensor, seed: int = 11) -> None:
         generator = torch.Generator().manual_seed(seed)
@@ -139,13 +141,14 @@ class FixedMessageMasks:
         self.batch_users, self.n_items, self.hops = batch_users, m.n_items, hops
         self.calls: List[tuple] = []
 
-    def __call__(self, shape, rate, device):
+    def __call__(self, shape, device):
         hop, is_user = divmod(len(self.calls), 2)
         self.calls.append(tuple(shape))
         if is_user:
-            return self.user[hop][self.batch_users]
-        rows = self.n_items if hop == self.hops - 1 else self.entity[hop].shape[0]
-        return self.entity[hop][:rows]
+            mask = self.user[hop][self.batch_users]
+        else:
+            mask = self.entity[hop][: self.n_items if hop == self.hops - 1 else self.entity[hop].shape[0]]
+        return torch.where(mask, 32767, -32768).to(torch.int16)
 
     def for_reference(self, aligned: Aligned) -> List[tuple]:
         g = aligned.graph
@@ -161,7 +164,7 @@ class FixedMessageMasks:
 TRAINING_CASES = [
     dict(ind=INDEPENDENCE[index % 3], node_dropout_rate=rate, relation_runs=runs, **switches)
     for index, (switches, rate, runs) in enumerate(
-        (sw, rate, "looped" if (i // 2) % 2 == 0 else "vectorised")
+        (sw, rate, ("looped", "vectorised", "fused")[(i // 2) % 3])
         for i, (sw, rate) in enumerate(itertools.product(SWITCHES, [0.2, 0.7]))
     )
 ]
@@ -171,9 +174,13 @@ TRAINING_CASES = [
 @pytest.mark.parametrize("case", TRAINING_CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
 def test_loss_and_gradients_match_reference_under_dropout(toy_split, case, mess_dropout_rate, monkeypatch):
     case = dict(case)
-    # the toy's relation runs are short (vectorised path); a threshold of 0 loops over them
-    monkeypatch.setattr(graph_module, "RUN_LOOP_MIN_ROWS", 0 if case.pop("relation_runs") == "looped" else 10**9)
-    check_training_step(toy_split, monkeypatch, mess_dropout_rate=mess_dropout_rate, sim_regularity=0.1, **case)
+    path = case.pop("relation_runs")
+    if path == "fused" and kernel() is None:
+        pytest.skip("the fused kernels could not be built here")
+    # torch path: the toy's relation runs are short (vectorised); a threshold of 0 loops over them
+    monkeypatch.setattr(graph_module, "RUN_LOOP_MIN_ROWS", 0 if path == "looped" else 10**9)
+    check_training_step(toy_split, monkeypatch, mess_dropout_rate=mess_dropout_rate, sim_regularity=0.1,
+                        fused_kernel=path == "fused", **case)
 
 
 def test_loss_and_gradients_match_reference_without_dropout(toy_split, monkeypatch):
@@ -185,7 +192,9 @@ def check_training_step(toy_split, monkeypatch, **overrides):
     aligned = Aligned(toy_split, **overrides)
     model, reference, graph = aligned.model, aligned.reference, aligned.graph
     rate, mess_rate = overrides["node_dropout_rate"], overrides["mess_dropout_rate"]
-    assert model.kg.inner.by_run == (graph_module.RUN_LOOP_MIN_ROWS == 0)
+    assert model.kg.fused == (overrides.get("fused_kernel", True) and kernel() is not None)
+    if not model.kg.fused:
+        assert model.kg.inner.by_run == (graph_module.RUN_LOOP_MIN_ROWS == 0)
 
     generator = torch.Generator().manual_seed(7)
     kg_keep = {triple: bool(torch.rand(1, generator=generator) >= rate) for triple in graph.triples}
@@ -208,7 +217,7 @@ def check_training_step(toy_split, monkeypatch, **overrides):
     neg = torch.tensor([ids["item_id"][t] for t in neg_tokens])
     message_masks = FixedMessageMasks(aligned, model.context_hops, mess_rate, torch.unique(users))
     if mess_rate > 0:
-        monkeypatch.setattr(dropout, "keep_mask", message_masks)
+        monkeypatch.setattr(dropout, "random_lanes", message_masks)
 
     model.train()
     loss = sum(model.calculate_loss(Interaction({"user_id": users, "item_id": pos, "neg_item_id": neg})))

@@ -21,16 +21,25 @@ _LEVELS = 1 << 16
 _NORMALIZE_EPS = 1e-12  # F.normalize's default
 
 
-def keep_mask(shape: Union[int, Sequence[int]], rate: float, device: torch.device) -> torch.Tensor:
-    """Bool tensor of ``shape``: True with probability ``1 - rate`` (see module note)."""
+def random_lanes(shape: Union[int, Sequence[int]], device: torch.device) -> torch.Tensor:
+    """int16 tensor of ``shape``, uniform over [-32768, 32767] (see module note)."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     count = 1
     for size in shape:
         count *= size
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device)
     words.random_(-(2**63), 2**63 - 1)  # every bit uniform
-    lanes = words.view(torch.int16)[:count]  # uniform over [-32768, 32767]
-    return (lanes >= round(rate * _LEVELS) - 32768).view(shape)
+    return words.view(torch.int16)[:count].view(shape)
+
+
+def keep_threshold(rate: float) -> int:
+    """A lane is kept where it is >= this: probability ``1 - rate`` (to 1/65536)."""
+    return round(rate * _LEVELS) - 32768
+
+
+def keep_mask(shape: Union[int, Sequence[int]], rate: float, device: torch.device) -> torch.Tensor:
+    """Bool tensor of ``shape``: True with probability ``1 - rate`` (see module note)."""
+    return random_lanes(shape, device) >= keep_threshold(rate)
 
 
 class _DropoutNormalize(torch.autograd.Function):
@@ -62,12 +71,20 @@ class _DropoutNormalize(torch.autograd.Function):
         return grad, None, None
 
 
-def dropout_normalize(x: torch.Tensor, rate: float) -> torch.Tensor:
+def dropout_normalize(x: torch.Tensor, rate: float, fused: bool = False) -> torch.Tensor:
     """Row-wise L2 normalisation of ``x`` after message dropout at ``rate`` (0 = none).
 
     (n, d) -> (n, d); equals ``F.normalize(F.dropout(x, rate))`` in distribution.
+    ``fused``: one C++ pass each way (:mod:`recbole_kgin.model.fused`; CPU), the same
+    random draws as the torch path.
     """
     if rate <= 0:
         return F.normalize(x)
-    keep = keep_mask(x.shape, rate, x.device).to(x.dtype)
-    return _DropoutNormalize.apply(x, keep, _NORMALIZE_EPS * (1.0 - rate))
+    lanes = random_lanes(x.shape, x.device)
+    eps = _NORMALIZE_EPS * (1.0 - rate)
+    if fused:
+        from recbole_kgin.model.fused import dropout_normalize as fused_dropout_normalize
+
+        return fused_dropout_normalize(x, lanes, keep_threshold(rate), eps)
+    keep = (lanes >= keep_threshold(rate)).to(x.dtype)
+    return _DropoutNormalize.apply(x, keep, eps)

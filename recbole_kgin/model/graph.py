@@ -234,10 +234,13 @@ class KnowledgeGraph:
             duplicate triples are removed (as the authors do).
         n_entities: entity rows; entities ``0..n_items-1`` are the items.
         n_items: number of items.
+        fused: run hops through the fused CPU kernel (:mod:`recbole_kgin.model.fused`)
+            instead of the torch path below.
 
     Two operators: ``inner`` maps all entities to all entities (every hop but the
     last), ``last`` maps all entities to the items only (the last hop: nothing reads
-    the other entities' last output). A batch selects its kept edges once for each.
+    the other entities' last output). On the torch path a batch selects its kept
+    edges once for each; the fused path only weighs dropped edges 0.
     """
 
     def __init__(
@@ -247,6 +250,7 @@ class KnowledgeGraph:
         tails: np.ndarray,
         n_entities: int,
         n_items: int,
+        fused: bool = False,
     ) -> None:
         triples = np.unique(np.stack([heads, relations, tails], axis=1).astype(np.int64), axis=0)
         triples = triples.reshape(-1, 3)
@@ -254,9 +258,17 @@ class KnowledgeGraph:
         self.relations = torch.from_numpy(triples[:, 1].copy())
         self.tails = torch.from_numpy(triples[:, 2].copy())
         self.n_entities = n_entities
-        self.inner = _KGHop(*triples.T, np.arange(len(triples)), n_entities, n_entities)
+        self.fused = fused
         into_items = np.nonzero(triples[:, 0] < n_items)[0]
-        self.last = _KGHop(*triples[into_items].T, into_items, n_items, n_entities)
+        if fused:
+            from recbole_kgin.model.fused import FusedHop
+
+            edges = np.arange(len(triples))
+            self.inner = FusedHop(*triples.T, edges, n_entities, n_entities)
+            self.last = FusedHop(*triples[into_items].T, into_items, n_items, n_entities)
+        else:
+            self.inner = _KGHop(*triples.T, np.arange(len(triples)), n_entities, n_entities)
+            self.last = _KGHop(*triples[into_items].T, into_items, n_items, n_entities)
 
     @property
     def n_edges(self) -> int:
@@ -269,12 +281,17 @@ class KnowledgeGraph:
         self.last.to(device)
         return self
 
-    def prepare(self, keep: Optional[torch.Tensor]) -> Tuple[Prepared, Prepared]:
-        """The inner and last operators' patterns and weights 1/|kept N_h| for a
-        batch's kept edges. ``keep``: bool per edge (graph order), None = all edges."""
+    def prepare(self, keep: Optional[torch.Tensor]):
+        """A batch's operators for its kept edges. ``keep``: bool per edge (graph
+        order), None = all edges. Weights are 1/|kept N_h|.
+
+        Torch path: the inner and last operators' patterns and weights. Fused path:
+        the per-edge weights (E,), 0 for dropped edges."""
         kept = torch.ones_like(self.heads, dtype=torch.float32) if keep is None else keep.float()
         degree = torch.zeros(self.n_entities, device=kept.device).index_add_(0, self.heads, kept)
         edge_values = 1.0 / degree.clamp(min=1.0).index_select(0, self.heads)
+        if self.fused:
+            return edge_values if keep is None else edge_values.mul_(kept)
         prepared = []
         for hop in (self.inner, self.last):
             pattern, edges = hop.gather, hop.edges
@@ -284,12 +301,14 @@ class KnowledgeGraph:
             prepared.append((pattern, edge_values.index_select(0, edges)))
         return prepared[0], prepared[1]
 
-    def aggregate(
-        self, prepared: Tuple[Prepared, Prepared], last: bool, entity: torch.Tensor, relation: torch.Tensor
-    ) -> torch.Tensor:
+    def aggregate(self, prepared, last: bool, entity: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
         """One hop: all entities (N, d) -> all entities (N, d), or items (n_items, d)
         when ``last``."""
         hop = self.last if last else self.inner
+        if self.fused:
+            from recbole_kgin.model.fused import relational_mean
+
+            return relational_mean(entity, relation, prepared, hop)
         pattern, values = prepared[1] if last else prepared[0]
         return _RelationalMean.apply(entity, relation, values.to(entity.dtype), pattern, hop)
 

@@ -28,6 +28,7 @@ from recbole_kgin.config_checks import (
     rate,
 )
 from recbole_kgin.model.dropout import dropout_normalize, keep_mask
+from recbole_kgin.model.fused import kernel
 from recbole_kgin.model.graph import InteractionGraph, KnowledgeGraph
 from recbole_kgin.model.independence import independence_loss
 
@@ -95,9 +96,11 @@ class KGIN(KnowledgeRecommender):
     this one does not. Initialisation follows the authors: Xavier-uniform, with
     users and entities drawn as one (U + N, d) table.
 
-    Speed (same math): sparse products as embedding bags over fixed patterns, each
-    batch computing only what its loss reaches (the last hop outputs items only; the
-    user side only the batch's users); see :mod:`recbole_kgin.model.graph`.
+    Speed (same math): on CPU each KG hop is one fused kernel pass over the edges
+    (``fused_kernel``, :mod:`recbole_kgin.model.fused`), elsewhere sparse products as
+    embedding bags over fixed patterns; each batch computes only what its loss reaches
+    (the last hop outputs items only; the user side only the batch's users); see
+    :mod:`recbole_kgin.model.graph`.
     """
 
     input_type = InputType.PAIRWISE
@@ -114,6 +117,7 @@ class KGIN(KnowledgeRecommender):
         "intent_attention": one_of(["latent", "intent"]),
         "independence_on": one_of(["logits", "intents"]),
         "cpu_malloc_tuning": boolean(),
+        "fused_kernel": boolean(),
     }
 
     def __init__(self, config, dataset) -> None:
@@ -133,7 +137,8 @@ class KGIN(KnowledgeRecommender):
 
         heads, relations, tails = self._kg_triples(dataset)
         self.n_kg_relations = self.n_relations - 2  # minus [PAD] and [UI-Relation]
-        self.kg = KnowledgeGraph(heads, relations, tails, self.n_entities, self.n_items).to(self.device)
+        fused = config["fused_kernel"] is not False and self.device.type == "cpu" and kernel() is not None
+        self.kg = KnowledgeGraph(heads, relations, tails, self.n_entities, self.n_items, fused).to(self.device)
         inter = dataset.inter_matrix(form="coo")
         self.interactions = InteractionGraph(inter.row, inter.col, self.n_users, self.n_items).to(
             self.device
@@ -208,8 +213,8 @@ class KGIN(KnowledgeRecommender):
             user_next = item_mean * (beta @ intents)
             if self.user_self_connection:
                 user_next = user_next + item_mean
-            entity = dropout_normalize(entity_next, message_rate)
-            user = dropout_normalize(user_next, message_rate)
+            entity = dropout_normalize(entity_next, message_rate, self.kg.fused)
+            user = dropout_normalize(user_next, message_rate, self.kg.fused)
             item_sum = item_sum + entity[: self.n_items]
             user_sum = user_sum + user
         return user_sum, item_sum
