@@ -202,12 +202,13 @@ class KGIN(KnowledgeRecommender):
         intents = self.intent_embeddings()
         user = self.user_embedding if users is None else self.user_embedding.index_select(0, users)
         entity = self.entity_embedding
-        user_sum, item_sum = user, entity[: self.n_items]
+        items = entity[: self.n_items]  # one slice per hop output: one gradient scatter back
+        user_sum, item_sum = user, items
         if self.intent_attention == "intent":
             beta = torch.softmax(user @ intents.t(), dim=1)
         for hop in range(1, self.context_hops + 1):
             entity_next = self.kg.aggregate(kg_batch, hop == self.context_hops, entity, relation)
-            item_mean = self.interactions.aggregate(inter_batch, entity[: self.n_items])
+            item_mean = self.interactions.aggregate(inter_batch, items)
             if self.intent_attention == "latent":
                 beta = torch.softmax(user @ self.intent_latent.t(), dim=1)
             user_next = item_mean * (beta @ intents)
@@ -215,7 +216,8 @@ class KGIN(KnowledgeRecommender):
                 user_next = user_next + item_mean
             entity = dropout_normalize(entity_next, message_rate, self.kg.fused)
             user = dropout_normalize(user_next, message_rate, self.kg.fused)
-            item_sum = item_sum + entity[: self.n_items]
+            items = entity[: self.n_items]
+            item_sum = item_sum + items
             user_sum = user_sum + user
         return user_sum, item_sum
 
