@@ -43,7 +43,8 @@ def kernel():
             _module = load(
                 name=EXTENSION_NAME + ("_avx2" if vector else ""),
                 sources=[str(SOURCE)],
-                extra_cflags=["-O3", "-fopenmp-simd"] + (["-mavx2", "-mfma"] if vector else []),
+                extra_cflags=["-O3", "-fopenmp"] + (["-mavx2", "-mfma"] if vector else []),
+                extra_ldflags=["-fopenmp"],
                 verbose=False,
             )
         except Exception as error:  # no compiler, no ninja, a failed build: the torch path works

@@ -10,15 +10,15 @@
 // Message dropout + row L2 normalisation (recbole_kgin/model/dropout.py) in one pass:
 //   z = x * keep, out = z / max(|z|, eps), keep[j] = lanes[j] >= threshold.
 //
-// Threads: torch's intra-op count (at::get_num_threads, which recbole-kgin's thread
-// governor sets), as plain std::threads over row ranges, so no second OpenMP runtime
-// spins beside torch's. Results do not depend on the count.
+// Threads: at::parallel_for over fixed row ranges, built with -fopenmp: the loader
+// binds it to the libgomp.so.1 torch already loaded, so these kernels run on torch's
+// thread pool at torch's thread count (which recbole-kgin's governor sets); a second
+// pool would spin beside torch's. Results do not depend on the thread count.
 
 #include <torch/extension.h>
 
 #include <algorithm>
 #include <cmath>
-#include <thread>
 #include <vector>
 
 namespace {
@@ -50,19 +50,14 @@ std::vector<int64_t> chunk_bounds(const int64_t* crow, int64_t n_rows) {
   return bounds;
 }
 
-// Calls body(chunk, row_begin, row_end) for every chunk, on at::get_num_threads()
-// threads (thread i takes chunks i, i + threads, ...).
+// Calls body(chunk, row_begin, row_end) for every chunk, chunks spread over torch's
+// intra-op threads (at::parallel_for: the same OpenMP pool as torch's own ops).
 template <typename Body>
 void parallel_chunks(const std::vector<int64_t>& bounds, Body body) {
   const int64_t chunks = static_cast<int64_t>(bounds.size()) - 1;
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), chunks));
-  auto work = [&](int64_t first) {
-    for (int64_t c = first; c < chunks; c += threads) body(c, bounds[c], bounds[c + 1]);
-  };
-  std::vector<std::thread> pool;
-  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work, t);
-  work(0);
-  for (auto& thread : pool) thread.join();
+  at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t c = first; c < last; ++c) body(c, bounds[c], bounds[c + 1]);
+  });
 }
 
 void check(const torch::Tensor& tensor, const char* name) {
