@@ -237,6 +237,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threads", default="auto", help="auto (default) or a number of threads for every model")
     parser.add_argument("--busy", type=_load_kinds, default=[QUIET],
                         help=f"comma-separated loads to run beside the models: {QUIET} (quiet), {', '.join(LOADS)}")
+    parser.add_argument("--eval_batch_size", type=int, default=None,
+                        help=f"RecBole's eval_batch_size (default {SHARED_SETTINGS['eval_batch_size']}); a full-ranking "
+                             "batch holds eval_batch_size // items users, so large item sets want more")
     parser.add_argument("--output", default=None, help="append every result as a JSON line to this file")
     parser.add_argument("--gpu_id", default=None, help="RecBole gpu_id; '' forces CPU")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -264,6 +267,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides["data_path"] = args.data_path
     if args.gpu_id is not None:
         overrides["gpu_id"] = args.gpu_id
+    if args.eval_batch_size is not None:
+        overrides["eval_batch_size"] = args.eval_batch_size
     results = []
     for busy in args.busy:
         with RunningLoad(None if busy == QUIET else busy, args.dataset, json.dumps(overrides)):
@@ -276,7 +281,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         handle.write(json.dumps(result) + "\n")
     print(f"dataset {args.dataset}, {args.epochs} epoch(s), {results[0]['batches_per_epoch']} batches/epoch, "
           f"threads {args.threads}, settings "
-          f"{json.dumps({k: v for k, v in SHARED_SETTINGS.items() if k not in ('show_progress', 'state')})}")
+          f"{json.dumps({k: overrides.get(k, v) for k, v in SHARED_SETTINGS.items() if k not in ('show_progress', 'state')})}")
     print(format_report(results))
     return 0
 

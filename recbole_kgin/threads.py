@@ -10,7 +10,8 @@ descheduled: measured on 2 cores, a lastfm epoch at torch's default 2 threads to
 - :class:`ThreadGovernor` then follows the load: every ``interval`` seconds (checked
   once per training batch) it reads how busy those CPUs were with other processes'
   work and sets torch's thread count to the CPUs left free (at least one);
-- a user's own choice wins: ``cpu_threads: <n>`` in the config caps the count;
+- a user's own choice wins: ``cpu_threads: <n>`` in the config caps the count (at
+  the usable CPUs);
   ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` or ``torch.set_num_threads`` called after
   importing recbole_kgin fix it (no governor); ``thread_governor: False`` keeps the
   start count.
@@ -222,7 +223,7 @@ def thread_policy(config) -> "ThreadGovernor | FixedThreads":
             return FixedThreads(chosen)
         cap = usable_cpus()
     else:
-        cap = int(requested)
+        cap = min(int(requested), usable_cpus())  # never above the CPUs this process may use
     if not governed or not sys.platform.startswith("linux"):
         return FixedThreads(cap)
     return ThreadGovernor(cap)

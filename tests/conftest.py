@@ -27,6 +27,21 @@ TOY = {**FAST, "topk": [5], "valid_metric": "Recall@5"}
 
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--require-fused-kernel", action="store_true",
+        help="fail at once where the fused C++ kernels cannot be built (instead of skipping their tests)",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("--require-fused-kernel"):
+        from recbole_kgin.model.fused import kernel
+
+        if kernel() is None:
+            raise pytest.UsageError("--require-fused-kernel: the fused C++ kernels could not be built")
+
+
 @pytest.fixture(autouse=True)
 def isolated_cwd(tmp_path, monkeypatch):
     """RecBole writes log/, saved/ and log_tensorboard/ into the working folder."""

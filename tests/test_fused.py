@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch
 from recbole_kgin.model.fused import kernel
 from recbole_kgin.model.graph import KnowledgeGraph
 
-pytestmark = pytest.mark.skipif(kernel() is None, reason="the fused kernel could not be built here")
+needs_kernel = pytest.mark.skipif(kernel() is None, reason="the fused kernels could not be built here")
 
 
 def random_kg(seed: int, n_entities: int = 40, n_items: int = 9, n_relations: int = 5, n_triples: int = 300):
@@ -36,6 +38,7 @@ def dense_hop(kg: KnowledgeGraph, keep, entity, relation, rows):
     return out
 
 
+@needs_kernel
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("drop", [False, True])
 @pytest.mark.parametrize("last", [False, True])
@@ -61,6 +64,7 @@ def test_fused_hop_equals_the_torch_path_and_dense_sums(seed, drop, last):
     torch.testing.assert_close(g_fused[1], grads[1][1])
 
 
+@needs_kernel
 @pytest.mark.parametrize("last", [False, True])
 def test_fused_hop_gradcheck(last):
     args, n_relations = random_kg(3, n_entities=12, n_items=4, n_relations=3, n_triples=40)
@@ -72,6 +76,7 @@ def test_fused_hop_gradcheck(last):
     assert torch.autograd.gradcheck(lambda e, r: kg.aggregate(weights, last, e, r), (entity, relation))
 
 
+@needs_kernel
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_fused_hop_gives_the_same_sums_at_any_thread_count(threads):
     args, n_relations = random_kg(4, n_entities=3000, n_items=500, n_relations=6, n_triples=60000)
@@ -89,3 +94,17 @@ def test_fused_hop_gives_the_same_sums_at_any_thread_count(threads):
         torch.set_num_threads(before)
     for single, many in zip(*results):
         assert torch.equal(single, many)  # bit for bit: chunks do not follow the thread count
+
+
+def test_ninja_of_the_environment_is_put_on_path_once(monkeypatch):
+    """torch runs ``ninja`` from PATH; a Python run without an activated environment
+    must still find the pip package's binary."""
+    import ninja
+
+    from recbole_kgin.model import fused
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    fused._put_ninja_on_path()
+    assert os.environ["PATH"].split(os.pathsep) == [ninja.BIN_DIR, "/usr/bin", "/bin"]
+    fused._put_ninja_on_path()
+    assert os.environ["PATH"].split(os.pathsep) == [ninja.BIN_DIR, "/usr/bin", "/bin"]

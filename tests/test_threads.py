@@ -175,6 +175,8 @@ def test_policy_from_config(monkeypatch):
     capped = threads.thread_policy({"cpu_threads": 1, "thread_governor": True})
     assert isinstance(capped, ThreadGovernor) and capped.cap == 1
     assert isinstance(threads.thread_policy({}), ThreadGovernor)  # keys absent: the defaults
+    too_many = threads.thread_policy({"cpu_threads": threads.usable_cpus() + 3, "thread_governor": False})
+    assert too_many.threads == threads.usable_cpus()  # never above the CPUs it may use
 
 
 def test_policy_respects_the_users_environment(monkeypatch):

@@ -18,6 +18,7 @@ to float rounding: the random draws are the same.
 
 from __future__ import annotations
 
+import os
 from logging import getLogger
 from pathlib import Path
 from typing import Optional
@@ -32,12 +33,26 @@ _module = None
 _failure: Optional[str] = None
 
 
+def _put_ninja_on_path() -> None:
+    """torch runs ``ninja`` from PATH; the pip package's binary sits in the environment's
+    bin folder, which is not on PATH when Python is run without activating it."""
+    try:
+        import ninja
+    except ImportError:
+        return
+    folders = os.environ.get("PATH", "").split(os.pathsep)
+    if ninja.BIN_DIR not in folders:
+        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR] + folders)
+
+
 def kernel():
     """The compiled extension, or None (the reason logged once) where it cannot be built."""
     global _module, _failure
     if _module is None and _failure is None:
         try:
             from torch.utils.cpp_extension import load
+
+            _put_ninja_on_path()
 
             vector = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
             _module = load(
