@@ -108,3 +108,23 @@ def test_ninja_of_the_environment_is_put_on_path_once(monkeypatch):
     assert os.environ["PATH"].split(os.pathsep) == [ninja.BIN_DIR, "/usr/bin", "/bin"]
     fused._put_ninja_on_path()
     assert os.environ["PATH"].split(os.pathsep) == [ninja.BIN_DIR, "/usr/bin", "/bin"]
+
+
+def test_fused_hop_refuses_edges_out_of_graph_order():
+    from recbole_kgin.model.fused import FusedHop
+
+    heads, relations, tails = np.array([0, 1]), np.array([0, 0]), np.array([1, 0])
+    with pytest.raises(ValueError, match="prefix"):
+        FusedHop(heads, relations, tails, np.array([1, 0]), 2, 2)
+
+
+@needs_kernel
+def test_fused_hop_gives_rows_without_edges_zeros():
+    """Entities after the last head (no outgoing edge) still get their (zero) row."""
+    heads, relations, tails = np.array([0, 0, 1]), np.array([0, 1, 0]), np.array([3, 4, 2])
+    kg = KnowledgeGraph(heads, relations, tails, 6, 2, fused=True)
+    entity = torch.randn(6, 4, dtype=torch.float64)
+    relation = torch.randn(2, 4, dtype=torch.float64)
+    out = kg.aggregate(kg.prepare(None), False, entity, relation)
+    assert out.shape == (6, 4) and torch.equal(out[2:], torch.zeros(4, 4, dtype=torch.float64))
+    torch.testing.assert_close(out[0], (relation[0] * entity[3] + relation[1] * entity[4]) / 2)

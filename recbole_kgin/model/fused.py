@@ -18,7 +18,9 @@ to float rounding: the random draws are the same.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
 from logging import getLogger
 from pathlib import Path
 from typing import Optional
@@ -45,6 +47,19 @@ def _put_ninja_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR] + folders)
 
 
+def _build_directory(vector: bool) -> Path:
+    """A build folder per source file (path and content) and instruction set: ninja
+    rebuilds whenever the compile command changes, so two checkouts sharing torch's
+    default folder would rebuild each other's kernels on every start."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    key = f"{SOURCE.resolve()}\n{SOURCE.read_text()}\n{vector}\n{torch.__version__}\n{sys.version}".encode()
+    folder = Path(root) / f"{EXTENSION_NAME}-{hashlib.sha1(key).hexdigest()[:12]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def kernel():
     """The compiled extension, or None (the reason logged once) where it cannot be built."""
     global _module, _failure
@@ -58,6 +73,7 @@ def kernel():
             _module = load(
                 name=EXTENSION_NAME + ("_avx2" if vector else ""),
                 sources=[str(SOURCE)],
+                build_directory=str(_build_directory(vector)),
                 extra_cflags=["-O3", "-fopenmp"] + (["-mavx2", "-mfma"] if vector else []),
                 extra_ldflags=["-fopenmp"],
                 verbose=False,
