@@ -101,13 +101,16 @@ def test_ninja_of_the_environment_is_put_on_path_once(monkeypatch):
     must still find the pip package's binary."""
     import ninja
 
-    from recbole_kgin.model import fused
+    from recbole_kgin import kernel_build
 
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    fused._put_ninja_on_path()
+    kernel_build._put_ninja_on_path()
     assert os.environ["PATH"].split(os.pathsep) == [ninja.BIN_DIR, "/usr/bin", "/bin"]
-    fused._put_ninja_on_path()
+    kernel_build._put_ninja_on_path()
     assert os.environ["PATH"].split(os.pathsep) == [ninja.BIN_DIR, "/usr/bin", "/bin"]
+    monkeypatch.delenv("PATH")
+    kernel_build._put_ninja_on_path()
+    assert os.environ["PATH"] == ninja.BIN_DIR  # no empty entry (the working folder)
 
 
 def test_fused_hop_refuses_edges_out_of_graph_order():
