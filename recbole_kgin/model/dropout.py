@@ -17,6 +17,8 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from recbole_kgin.model import fused as fused_kernels
+
 _LEVELS = 1 << 16
 _NORMALIZE_EPS = 1e-12  # F.normalize's default
 
@@ -83,8 +85,6 @@ def dropout_normalize(x: torch.Tensor, rate: float, fused: bool = False) -> torc
     lanes = random_lanes(x.shape, x.device)
     eps = _NORMALIZE_EPS * (1.0 - rate)
     if fused:
-        from recbole_kgin.model.fused import dropout_normalize as fused_dropout_normalize
-
-        return fused_dropout_normalize(x, lanes, keep_threshold(rate), eps)
+        return fused_kernels.dropout_normalize(x, lanes, keep_threshold(rate), eps)
     keep = (lanes >= keep_threshold(rate)).to(x.dtype)
     return _DropoutNormalize.apply(x, keep, eps)

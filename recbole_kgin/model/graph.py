@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recbole_kgin.model.fused import FusedHop, relational_mean
+
 Prepared = Tuple["CSRPattern", torch.Tensor]  # a batch's pattern and its values
 RUN_LOOP_MIN_ROWS = 1024  # mean rows per relation run above which runs are looped over
 
@@ -260,15 +262,9 @@ class KnowledgeGraph:
         self.n_entities = n_entities
         self.fused = fused
         into_items = np.nonzero(triples[:, 0] < n_items)[0]
-        if fused:
-            from recbole_kgin.model.fused import FusedHop
-
-            edges = np.arange(len(triples))
-            self.inner = FusedHop(*triples.T, edges, n_entities, n_entities)
-            self.last = FusedHop(*triples[into_items].T, into_items, n_items, n_entities)
-        else:
-            self.inner = _KGHop(*triples.T, np.arange(len(triples)), n_entities, n_entities)
-            self.last = _KGHop(*triples[into_items].T, into_items, n_items, n_entities)
+        hop_class = FusedHop if fused else _KGHop
+        self.inner = hop_class(*triples.T, np.arange(len(triples)), n_entities, n_entities)
+        self.last = hop_class(*triples[into_items].T, into_items, n_items, n_entities)
 
     @property
     def n_edges(self) -> int:
@@ -306,8 +302,6 @@ class KnowledgeGraph:
         when ``last``."""
         hop = self.last if last else self.inner
         if self.fused:
-            from recbole_kgin.model.fused import relational_mean
-
             return relational_mean(entity, relation, prepared, hop)
         pattern, values = prepared[1] if last else prepared[0]
         return _RelationalMean.apply(entity, relation, values.to(entity.dtype), pattern, hop)
