@@ -25,7 +25,7 @@ setup(
     package_data={
         "recbole_kgin.properties": ["*.yaml", "model/*.yaml", "model/*/*.yaml", "dataset/*.yaml"],
         "recbole_kgin.tuning": ["*.yaml"],
-        "recbole_kgin.model": ["kernels.cpp"],  # compiled on first use (recbole_kgin/model/fused.py)
+        "recbole_kgin.model": ["kernels.cpp"],  # compiled on first use (recbole_kgin/kernel_build.py)
     },
     entry_points={"console_scripts": ["recbole-kgin = recbole_kgin.cli:run"]},
     install_requires=[

@@ -1,4 +1,4 @@
-// recbole-kgin's fused CPU kernels (built by recbole_kgin/model/fused.py).
+// recbole-kgin's fused CPU kernels (built by recbole_kgin/kernel_build.py, used by recbole_kgin/model/fused.py).
 //
 // KGIN's relation-aware KG mean (paper Eq. 11) as one pass over the edges:
 //   forward:  Y[h] = sum_{k in row h} w[k] * R[rel[k]] (*) X[col[k]]
