@@ -114,9 +114,9 @@ def read_cpu_jiffies(cpus: Tuple[int, ...], path: Path = PROC_STAT) -> Optional[
                 if not fields or fields[0] not in wanted:
                     continue
                 ticks = [int(value) for value in fields[1:9]]  # user .. steal
-                idle = ticks[3] + ticks[4]
-                total += sum(ticks)
-                busy += sum(ticks) - idle
+                cpu_total = sum(ticks)
+                total += cpu_total
+                busy += cpu_total - ticks[3] - ticks[4]  # minus idle and iowait
                 found += 1
     except (OSError, ValueError, IndexError):
         return None
