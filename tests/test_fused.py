@@ -50,16 +50,19 @@ def test_fused_hop_equals_the_torch_path_and_dense_sums(seed, drop, last):
     relation = torch.randn(n_relations, 8, dtype=torch.float64, requires_grad=True)
     outputs, grads = [], []
     for kg in (fused, plain):
-        out = kg.aggregate(kg.prepare(keep), last, entity, relation)
-        weights = torch.randn_like(out)
-        grads.append(torch.autograd.grad((out * weights).sum(), (entity, relation)) + (weights,))
-        outputs.append(out)
+        out, items = kg.aggregate(kg.prepare(keep), last, entity, relation)
+        weights, item_weights = torch.randn_like(out), torch.randn_like(items)
+        loss = (out * weights).sum() + (items * item_weights).sum()
+        grads.append(torch.autograd.grad(loss, (entity, relation)) + (weights, item_weights))
+        outputs.append((out, items))
     rows = args[4] if last else args[3]
-    torch.testing.assert_close(outputs[0], dense_hop(fused, keep, entity.detach(), relation.detach(), rows))
+    torch.testing.assert_close(outputs[0][0], dense_hop(fused, keep, entity.detach(), relation.detach(), rows))
     torch.testing.assert_close(outputs[0], outputs[1])
-    # gradients against the torch path with the same upstream gradient
-    out = fused.aggregate(fused.prepare(keep), last, entity, relation)
-    g_fused = torch.autograd.grad((out * grads[1][2]).sum(), (entity, relation))
+    assert torch.equal(outputs[0][1], entity[: args[4]])
+    # gradients against the torch path with the same upstream gradients (items' included)
+    out, items = fused.aggregate(fused.prepare(keep), last, entity, relation)
+    loss = (out * grads[1][2]).sum() + (items * grads[1][3]).sum()
+    g_fused = torch.autograd.grad(loss, (entity, relation))
     torch.testing.assert_close(g_fused[0], grads[1][0])
     torch.testing.assert_close(g_fused[1], grads[1][1])
 
@@ -88,7 +91,7 @@ def test_fused_hop_gives_the_same_sums_at_any_thread_count(threads):
     try:
         for count in (1, threads):
             torch.set_num_threads(count)
-            out = kg.aggregate(kg.prepare(None), False, entity, relation)
+            out, _ = kg.aggregate(kg.prepare(None), False, entity, relation)
             results.append((out,) + torch.autograd.grad(out.pow(2).sum(), (entity, relation)))
     finally:
         torch.set_num_threads(before)
@@ -113,12 +116,12 @@ def test_ninja_of_the_environment_is_put_on_path_once(monkeypatch):
     assert os.environ["PATH"] == ninja.BIN_DIR  # no empty entry (the working folder)
 
 
-def test_fused_hop_refuses_edges_out_of_graph_order():
+def test_fused_hop_refuses_edges_out_of_head_order():
     from recbole_kgin.model.fused import FusedHop
 
-    heads, relations, tails = np.array([0, 1]), np.array([0, 0]), np.array([1, 0])
-    with pytest.raises(ValueError, match="prefix"):
-        FusedHop(heads, relations, tails, np.array([1, 0]), 2, 2)
+    heads, relations, tails = np.array([1, 0]), np.array([0, 0]), np.array([1, 0])
+    with pytest.raises(ValueError, match="sorted by head"):
+        FusedHop(heads, relations, tails, 2, 1)
 
 
 @needs_kernel
@@ -128,6 +131,7 @@ def test_fused_hop_gives_rows_without_edges_zeros():
     kg = KnowledgeGraph(heads, relations, tails, 6, 2, fused=True)
     entity = torch.randn(6, 4, dtype=torch.float64)
     relation = torch.randn(2, 4, dtype=torch.float64)
-    out = kg.aggregate(kg.prepare(None), False, entity, relation)
+    out, items = kg.aggregate(kg.prepare(None), False, entity, relation)
+    assert torch.equal(items, entity[:2])
     assert out.shape == (6, 4) and torch.equal(out[2:], torch.zeros(4, 4, dtype=torch.float64))
     torch.testing.assert_close(out[0], (relation[0] * entity[3] + relation[1] * entity[4]) / 2)

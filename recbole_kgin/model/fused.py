@@ -3,9 +3,11 @@
 The torch path of :mod:`recbole_kgin.model.graph` runs a hop as two embedding bags
 with a (groups, d) tensor of per-(relation, head) sums between them; on paper-sized
 KGs (millions of edges, groups about half the edges) that tensor and its gradient
-dominate the time. The kernel walks the edges once forward, ``Y[h] = sum w R[r] * X[t]``,
-and once backward (by tail, for ``dX`` and ``dR`` together), skipping dropped edges;
-dropout needs no per-batch sub-pattern, only per-edge weights (0 = dropped).
+dominate the time. Here a batch first compacts its kept edges both ways in one linear
+pass (:meth:`FusedHop.select`; no sort); each hop then walks them once forward,
+``Y[h] = 1/|N_h| sum R[r] * X[t]``, and once backward (by tail, for ``dX`` and ``dR``
+together). The last hop (into the items) reuses the same arrays: by head it is a
+prefix, by tail each tail's item heads come first.
 Message dropout and the row normalisation after it are one pass forward and one
 backward (:func:`dropout_normalize`) instead of about fourteen tensor passes.
 
@@ -16,63 +18,108 @@ with the torch path up to float rounding: the random draws are the same.
 
 from __future__ import annotations
 
+from typing import NamedTuple, Optional, Tuple
+
 import numpy as np
 import torch
 
 from recbole_kgin.kernel_build import kernel
 
-__all__ = ["FusedHop", "dropout_normalize", "kernel", "relational_mean"]
+__all__ = ["FusedHop", "KeptEdges", "dropout_normalize", "kernel", "relational_mean"]
+
+
+class KeptEdges(NamedTuple):
+    """A batch's kept KG edges both ways (:cpp:func:`select_edges`): by head ``crow``
+    (N + 1), ``col``, ``rel`` (int32) and ``inv_degree`` (N, float32: 1 / kept edges);
+    by tail ``crow_t`` (N + 1), ``head_t``, ``rel_t`` (int32) and ``items_end_t`` (N,):
+    where each tail's entries from item heads end (they come first)."""
+
+    crow: torch.Tensor
+    col: torch.Tensor
+    rel: torch.Tensor
+    inv_degree: torch.Tensor
+    crow_t: torch.Tensor
+    head_t: torch.Tensor
+    rel_t: torch.Tensor
+    items_end_t: torch.Tensor
 
 
 class FusedHop:
-    """One hop's edges for the kernel: rows ``0..n_rows-1`` (heads) from ``n_cols`` tails.
+    """The KG's edges for the kernels, by head and by tail.
 
     Args:
-        heads, relations, tails: int64 arrays of the hop's edges, sorted by head.
-        positions: each edge's position in the graph's edge order (weights are
-            indexed by it); the forward order must be a prefix of the graph's order.
-        n_rows, n_cols: output rows (heads) and input rows (tails).
+        heads, relations, tails: int arrays of the edges, sorted by head (the graph's
+            edge order, in which keep masks are given).
+        n_entities: N, the rows on either side.
+        n_items: items are entities ``0..n_items-1``; the last hop outputs them only.
     """
 
-    def __init__(self, heads, relations, tails, positions, n_rows: int, n_cols: int) -> None:
-        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))  # noqa: E731
-        if len(positions) and not np.array_equal(positions, np.arange(len(positions))):
-            raise ValueError("a fused hop's edges must be a prefix of the graph's edge order")
-        self.crow = as_tensor(np.concatenate([[0], np.cumsum(np.bincount(heads, minlength=n_rows))]))
-        self.col, self.rel = as_tensor(tails), as_tensor(relations)
-        by_tail = np.argsort(tails, kind="stable")
-        self.crow_t = as_tensor(np.concatenate([[0], np.cumsum(np.bincount(tails, minlength=n_cols))]))
-        self.head_t, self.rel_t = as_tensor(heads[by_tail]), as_tensor(relations[by_tail])
-        self.perm_t = as_tensor(positions[by_tail])
+    def __init__(self, heads, relations, tails, n_entities: int, n_items: int) -> None:
+        if len(heads) and np.any(np.diff(heads) < 0):
+            raise ValueError("a fused hop's edges must be sorted by head")
+        if len(heads) >= 2**31 or n_entities >= 2**31:
+            raise ValueError("the fused kernels index edges and entities with int32")
+        index = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int32))  # noqa: E731
+        pointers = lambda rows: torch.from_numpy(  # noqa: E731
+            np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_entities))]).astype(np.int64)
+        )
+        by_tail = np.argsort(tails, kind="stable")  # within a tail, heads still ascend
+        self.crow, self.col, self.rel = pointers(heads), index(tails), index(relations)
+        self.crow_t, self.head_t, self.rel_t = pointers(tails), index(heads[by_tail]), index(relations[by_tail])
+        self.perm_t = index(by_tail)
+        self.n_items = n_items
 
     def to(self, device: torch.device) -> "FusedHop":
         for name in ("crow", "col", "rel", "crow_t", "head_t", "rel_t", "perm_t"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
+    def select(self, keep: Optional[torch.Tensor]) -> KeptEdges:
+        """The edges where ``keep`` (bool (E,), graph order; None = all) holds, both
+        ways, with each head's 1 / kept degree: one linear pass each way."""
+        flags = torch.empty(0, dtype=torch.uint8) if keep is None else keep.view(torch.uint8)
+        return KeptEdges(
+            *kernel().select_edges(
+                self.crow, self.col, self.rel, self.crow_t, self.head_t, self.rel_t, self.perm_t, flags, self.n_items
+            )
+        )
+
 
 class _FusedRelationalMean(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, entity, relation, weights, hop):
+    def forward(ctx, entity, relation, edges, n_rows, n_items):
         entity, relation = entity.contiguous(), relation.contiguous()
-        ctx.hop = hop
-        ctx.save_for_backward(entity, relation, weights)
-        return kernel().relational_forward(entity, relation, hop.crow, hop.col, hop.rel, weights)
+        ctx.edges, ctx.last = edges, n_rows < entity.shape[0]
+        ctx.save_for_backward(entity, relation)
+        out = kernel().relational_forward(entity, relation, edges.crow, edges.col, edges.rel, edges.inv_degree, n_rows)
+        return out, entity[:n_items].clone()
 
     @staticmethod
-    def backward(ctx, grad_out):
-        entity, relation, weights = ctx.saved_tensors
-        hop = ctx.hop
+    def backward(ctx, grad_out, grad_items):
+        entity, relation = ctx.saved_tensors
+        edges = ctx.edges
+        ends = edges.items_end_t if ctx.last else edges.crow_t[1:]
         grad_entity, grad_relation = kernel().relational_backward(
-            grad_out.contiguous(), entity, relation, hop.crow_t, hop.head_t, hop.rel_t, hop.perm_t, weights
+            grad_out.contiguous(), entity, relation, edges.crow_t, ends, edges.head_t, edges.rel_t,
+            edges.inv_degree, grad_items.contiguous(),
         )
-        return grad_entity, grad_relation, None, None
+        return grad_entity, grad_relation, None, None, None
 
 
-def relational_mean(entity: torch.Tensor, relation: torch.Tensor, weights: torch.Tensor, hop: FusedHop) -> torch.Tensor:
-    """``Y[h] = sum_{(h, r, t)} w_e R[r] * X[t]``: (N, d) entities, (K, d) relations and
-    per-edge weights (E,) -> (hop.n_rows, d); differentiable in entity and relation."""
-    return _FusedRelationalMean.apply(entity, relation, weights.to(entity.dtype), hop)
+def relational_mean(
+    entity: torch.Tensor, relation: torch.Tensor, edges: KeptEdges, n_rows: int, n_items: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``Y[h] = 1/|N_h| sum_{(h, r, t) in N_h} R[r] * X[t]`` over a batch's kept edges
+    (:meth:`FusedHop.select`) for heads ``0..n_rows-1`` (N: all entities; n_items: the
+    last hop): (N, d) entities, (K, d) relations -> (n_rows, d); differentiable in
+    entity and relation.
+
+    Also returns ``entity[:n_items]`` (a copy), whose gradient the kernel's backward
+    adds into the entity gradient as it writes it: a plain slice would cost autograd a
+    zero-filled (N, d) gradient and an (N, d) addition per hop."""
+    if n_rows not in (entity.shape[0], n_items):
+        raise ValueError("a fused hop outputs all entities or the items")
+    return _FusedRelationalMean.apply(entity, relation, edges, n_rows, n_items)
 
 
 class _FusedDropoutNormalize(torch.autograd.Function):

@@ -239,10 +239,11 @@ class KnowledgeGraph:
         fused: run hops through the fused CPU kernel (:mod:`recbole_kgin.model.fused`)
             instead of the torch path below.
 
-    Two operators: ``inner`` maps all entities to all entities (every hop but the
-    last), ``last`` maps all entities to the items only (the last hop: nothing reads
-    the other entities' last output). On the torch path a batch selects its kept
-    edges once for each; the fused path only weighs dropped edges 0.
+    Two operators: the inner one maps all entities to all entities (every hop but the
+    last), the last one all entities to the items only (nothing reads the other
+    entities' last output). The torch path holds each (``inner``, ``last``) and a batch
+    selects its kept edges once for each; the fused path holds the edges once
+    (``edges``) and a batch compacts them once for both.
     """
 
     def __init__(
@@ -259,12 +260,14 @@ class KnowledgeGraph:
         self.heads = torch.from_numpy(triples[:, 0].copy())
         self.relations = torch.from_numpy(triples[:, 1].copy())
         self.tails = torch.from_numpy(triples[:, 2].copy())
-        self.n_entities = n_entities
+        self.n_entities, self.n_items = n_entities, n_items
         self.fused = fused
-        into_items = np.nonzero(triples[:, 0] < n_items)[0]
-        hop_class = FusedHop if fused else _KGHop
-        self.inner = hop_class(*triples.T, np.arange(len(triples)), n_entities, n_entities)
-        self.last = hop_class(*triples[into_items].T, into_items, n_items, n_entities)
+        if fused:
+            self.edges = FusedHop(*triples.T, n_entities, n_items)
+        else:
+            into_items = np.nonzero(triples[:, 0] < n_items)[0]
+            self.inner = _KGHop(*triples.T, np.arange(len(triples)), n_entities, n_entities)
+            self.last = _KGHop(*triples[into_items].T, into_items, n_items, n_entities)
 
     @property
     def n_edges(self) -> int:
@@ -273,8 +276,8 @@ class KnowledgeGraph:
     def to(self, device: torch.device) -> "KnowledgeGraph":
         for name in ("heads", "relations", "tails"):
             setattr(self, name, getattr(self, name).to(device))
-        self.inner.to(device)
-        self.last.to(device)
+        for hop in (self.edges,) if self.fused else (self.inner, self.last):
+            hop.to(device)
         return self
 
     def prepare(self, keep: Optional[torch.Tensor]):
@@ -282,12 +285,12 @@ class KnowledgeGraph:
         order), None = all edges. Weights are 1/|kept N_h|.
 
         Torch path: the inner and last operators' patterns and weights. Fused path:
-        the per-edge weights (E,), 0 for dropped edges."""
+        the kept edges both ways, with the heads' weights (:meth:`FusedHop.select`)."""
+        if self.fused:
+            return self.edges.select(keep)
         kept = torch.ones_like(self.heads, dtype=torch.float32) if keep is None else keep.float()
         degree = torch.zeros(self.n_entities, device=kept.device).index_add_(0, self.heads, kept)
         edge_values = 1.0 / degree.clamp(min=1.0).index_select(0, self.heads)
-        if self.fused:
-            return edge_values if keep is None else edge_values.mul_(kept)
         prepared = []
         for hop in (self.inner, self.last):
             pattern, edges = hop.gather, hop.edges
@@ -297,14 +300,19 @@ class KnowledgeGraph:
             prepared.append((pattern, edge_values.index_select(0, edges)))
         return prepared[0], prepared[1]
 
-    def aggregate(self, prepared, last: bool, entity: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
+    def aggregate(
+        self, prepared, last: bool, entity: torch.Tensor, relation: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """One hop: all entities (N, d) -> all entities (N, d), or items (n_items, d)
-        when ``last``."""
-        hop = self.last if last else self.inner
+        when ``last``; with the items' rows of the input, ``entity[:n_items]``, which
+        the user side of the hop reads (the fused path folds their gradient into its
+        backward instead of a zero-filled (N, d) one)."""
         if self.fused:
-            return relational_mean(entity, relation, prepared, hop)
+            return relational_mean(entity, relation, prepared, self.n_items if last else self.n_entities, self.n_items)
+        hop = self.last if last else self.inner
         pattern, values = prepared[1] if last else prepared[0]
-        return _RelationalMean.apply(entity, relation, values.to(entity.dtype), pattern, hop)
+        out = _RelationalMean.apply(entity, relation, values.to(entity.dtype), pattern, hop)
+        return out, entity[: self.n_items]
 
 
 class InteractionGraph:

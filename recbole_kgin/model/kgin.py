@@ -202,12 +202,12 @@ class KGIN(KnowledgeRecommender):
         intents = self.intent_embeddings()
         user = self.user_embedding if users is None else self.user_embedding.index_select(0, users)
         entity = self.entity_embedding
-        items = entity[: self.n_items]  # one slice per hop output: one gradient scatter back
-        user_sum, item_sum = user, items
+        user_sum, item_sum = user, 0
         if self.intent_attention == "intent":
             beta = torch.softmax(user @ intents.t(), dim=1)
         for hop in range(1, self.context_hops + 1):
-            entity_next = self.kg.aggregate(kg_batch, hop == self.context_hops, entity, relation)
+            entity_next, items = self.kg.aggregate(kg_batch, hop == self.context_hops, entity, relation)
+            item_sum = item_sum + items
             item_mean = self.interactions.aggregate(inter_batch, items)
             if self.intent_attention == "latent":
                 beta = torch.softmax(user @ self.intent_latent.t(), dim=1)
@@ -216,10 +216,8 @@ class KGIN(KnowledgeRecommender):
                 user_next = user_next + item_mean
             entity = dropout_normalize(entity_next, message_rate, self.kg.fused)
             user = dropout_normalize(user_next, message_rate, self.kg.fused)
-            items = entity[: self.n_items]
-            item_sum = item_sum + items
             user_sum = user_sum + user
-        return user_sum, item_sum
+        return user_sum, item_sum + entity  # the last hop's output holds the items only
 
     def independence_vectors(self) -> torch.Tensor:
         """The rows the independence loss compares: (P, K) logits or (P, d) intents."""
