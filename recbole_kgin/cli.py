@@ -56,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="train each model in turn and tabulate test metrics, e.g. KGIN,KGAT,KGCN,CKE",
     )
     compare.add_argument(
+        "--tune_trials", type=int, default=None, metavar="N",
+        help="tuned comparison: search every model with N Ray Tune trials (same budget), retrain the best over --seeds",
+    )
+    compare.add_argument("--seeds", type=int, default=3, help="tuned comparison: seeds per best configuration (default 3)")
+    compare.add_argument("--tune_epochs", type=int, default=100, help="tuned comparison: epoch cap of a search trial")
+    compare.add_argument(
+        "--max_epochs", type=int, default=500,
+        help="tuned comparison: epoch cap of a seed run (early stopping should end it first; runs that hit it are flagged)",
+    )
+    compare.add_argument(
         "--force", action="store_true",
         help="retrain models whose results are already there (with --convert: replace the folder)",
     )
@@ -69,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune = parser.add_argument_group("hyper-parameter search (Ray Tune)")
     tune.add_argument(
         "--tune", default=None, metavar="SPACE",
-        help="a search space: a packaged one by model name (KGIN, KGAT, KGCN, CKE) or a YAML file",
+        help="a search space: a packaged one by model name (KGIN, KGAT, KGCN, CKE, BPR) or a YAML file",
     )
     tune.add_argument("--num_samples", type=int, default=10, help="trials to sample (grid entries multiply it)")
     tune.add_argument("--search", default="random", help="random (default; grid entries expanded), optuna, hyperopt")
@@ -128,6 +138,7 @@ def split_overrides(extra: Sequence[str]) -> Dict[str, Any]:
 
 def parse_args(argv: Optional[Sequence[str]]) -> Tuple[argparse.Namespace, Dict[str, Any]]:
     args, extra = build_parser().parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in what a run writes
     if args.convert is None and args.dataset is None:
         args.dataset = DEFAULT_DATASET
     return args, split_overrides(extra)
@@ -222,12 +233,30 @@ def _compare(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
     models = [name.strip() for name in args.compare.split(",") if name.strip()]
     if not models:
         raise UserInputError("--compare needs model names, e.g. --compare KGIN,KGAT,KGCN,CKE")
+    if args.tune_trials is not None:
+        return _tuned_compare(args, overrides, models)
     rows = run_comparison(
         models, args.dataset, config_file_list(args), overrides, args.output, args.force
     )
     print(format_markdown(rows))
     print(f"outputs: {output_folder(args.dataset, args.output)}")
     return 1 if any(row.status == "failed" for row in rows) else 0
+
+
+def _tuned_compare(args: argparse.Namespace, overrides: Dict[str, Any], models: List[str]) -> int:
+    from recbole_kgin.tuned_compare import Budget, format_table, run_tuned_comparison
+
+    budget = Budget(
+        trials=args.tune_trials, tune_epochs=args.tune_epochs, seeds=args.seeds, max_epochs=args.max_epochs,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, address=args.address,
+    )  # fmt: skip
+    command = " ".join([_program_name(), *args.argv])
+    outcome = run_tuned_comparison(
+        models, args.dataset, budget, config_file_list(args), overrides, args.output, args.force, command
+    )
+    print(format_table(outcome["summaries"], outcome["significance"], budget))
+    print(f"outputs: {outcome['output']}")
+    return 1 if any(summary.error for summary in outcome["summaries"]) else 0
 
 
 def _explain(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from logging import getLogger
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import yaml
@@ -63,6 +63,9 @@ class RunResult:
     train_seconds_per_epoch: Optional[float] = None
     parameters: Optional[int] = None
     error: str = ""
+    valid_metric: str = ""
+    # (epoch, validation score, wall-clock seconds since training began) per validation
+    valid_curve: List[List[float]] = field(default_factory=list)
 
 
 def plain(value: Any) -> Any:
@@ -97,8 +100,13 @@ def config_hash(config: Config) -> str:
     return digest.hexdigest()[:12]
 
 
-def train_and_test(config: Config) -> RunResult:
-    """Fit with early stopping on validation, test at the best validation epoch."""
+def train_and_test(config: Config, per_user_ks: Sequence[int] = ()) -> Tuple[RunResult, Dict[str, Dict[int, float]]]:
+    """Fit with early stopping on validation, test at the best validation epoch.
+
+    Returns the run and, for ``per_user_ks``, each test user's Recall/NDCG at those k
+    (:func:`recbole_kgin.significance.capture_per_user`; empty without ks)."""
+    from recbole_kgin.significance import capture_per_user
+
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     getLogger().info(config)
@@ -115,19 +123,21 @@ def train_and_test(config: Config) -> RunResult:
 
     trainer._train_epoch = timed_train_epoch
     valid_scores: List[tuple] = []
+    started = time.perf_counter()
     best_valid_score, _ = trainer.fit(
         train_data,
         valid_data,
         saved=True,
         show_progress=config["show_progress"],
-        callback_fn=lambda epoch, score: valid_scores.append((epoch, score)),
+        callback_fn=lambda epoch, score: valid_scores.append((epoch, float(score), time.perf_counter() - started)),
     )
-    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
+    with capture_per_user(trainer, test_data, per_user_ks) as per_user:
+        test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
     best_epoch = None
-    for epoch, score in valid_scores:  # RecBole keeps the later of equal scores
-        if score == best_valid_score:
+    for epoch, score, _ in valid_scores:  # RecBole keeps the later of equal scores
+        if score == float(best_valid_score):
             best_epoch = epoch
-    return RunResult(
+    row = RunResult(
         model=config["model"],
         status="ok",
         test_result={k: float(v) for k, v in test_result.items()},
@@ -136,7 +146,10 @@ def train_and_test(config: Config) -> RunResult:
         epochs_run=len(epoch_seconds),
         train_seconds_per_epoch=sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else None,
         parameters=sum(p.numel() for p in model.parameters()),
+        valid_metric=str(config["valid_metric"]).lower(),
+        valid_curve=[list(entry) for entry in valid_scores],
     )
+    return row, per_user
 
 
 def _model_type(model: str) -> Optional[ModelType]:
@@ -156,6 +169,82 @@ def output_folder(dataset: str, output_dir: Optional[str] = None) -> Path:
     return Path(output_dir or f"results/compare-{dataset}")
 
 
+@dataclass
+class ModelConfig:
+    """A model's checked config for a comparison, or the error that stops it; ``extra``
+    holds the settings the comparison adds for that model (``kg_items_only``)."""
+
+    config: Optional[Config]
+    error: str = ""
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+def configs_for(
+    models: Sequence[str], dataset: str, config_file_list: Optional[List[str]], config_dict: Dict[str, Any]
+) -> Dict[str, ModelConfig]:
+    """Every model's config, built and checked before any model trains; when none is
+    valid, the first error is raised."""
+    model_types = {model: _model_type(model) for model in models}
+    with_kg = ModelType.KNOWLEDGE in model_types.values()
+    configs: Dict[str, ModelConfig] = {}
+    first_error: Optional[UserInputError] = None
+    for model in models:
+        # Models without KG see the knowledge-aware models' data: KG-linked items only.
+        extra = {"kg_items_only": True} if with_kg and model_types[model] == ModelType.GENERAL else {}
+        try:
+            configs[model] = ModelConfig(Config(model, dataset, config_file_list, {**config_dict, **extra}), "", extra)
+        except UserInputError as error:
+            first_error = first_error or error
+            configs[model] = ModelConfig(None, str(error), extra)
+    if first_error is not None and all(entry.config is None for entry in configs.values()):
+        raise first_error
+    return configs
+
+
+def run_one(
+    model: str,
+    dataset: str,
+    config_file_list: Optional[List[str]],
+    config_dict: Dict[str, Any],
+    output: Path,
+    force: bool = False,
+    per_user_ks: Sequence[int] = (),
+    config: Optional[Config] = None,
+) -> Tuple[RunResult, Dict[str, Dict[int, float]]]:
+    """Train and test one model (or reuse its finished run in ``output/runs``).
+
+    A failure is returned as a row with status ``failed`` and its error, not raised.
+    With ``per_user_ks`` the per-user test metrics are kept beside the run
+    (``runs/<Model>-<hash>.users.json``) and returned."""
+    config = config or Config(model, dataset, config_file_list, config_dict)
+    digest = config_hash(config)
+    run_file = output / "runs" / f"{model}-{digest}.json"
+    users_file = output / "runs" / f"{model}-{digest}.users.json"
+    write_text_atomically(output / "configs" / f"{model}-{digest}.yaml", yaml.safe_dump(resolved_config(config), sort_keys=True))
+    if run_file.is_file() and not force and (not per_user_ks or users_file.is_file()):
+        cached = RunResult(**json.loads(run_file.read_text()))
+        cached.status = "cached"
+        per_user = json.loads(users_file.read_text()) if per_user_ks else {}
+        return cached, {name: {int(user): value for user, value in values.items()} for name, values in per_user.items()}
+    per_user: Dict[str, Dict[int, float]] = {}
+    try:
+        row, per_user = train_and_test(config, per_user_ks)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as error:  # a failing model must not stop the others
+        getLogger().error(f"{model} failed:\n{traceback.format_exc()}")
+        row = RunResult(model=model, status="failed", error=_one_line(error))
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    row.config_hash = digest
+    if row.status == "ok":
+        if per_user_ks:
+            write_text_atomically(users_file, json.dumps(per_user))
+        write_text_atomically(run_file, json.dumps(asdict(row), indent=2))
+    return row, per_user
+
+
 def run_comparison(
     models: Sequence[str],
     dataset: str,
@@ -166,51 +255,18 @@ def run_comparison(
 ) -> List[RunResult]:
     """Run (or reuse) every model; write the outputs; return the rows in order."""
     rows: List[RunResult] = []
-    model_types = {model: _model_type(model) for model in models}
-    with_kg = ModelType.KNOWLEDGE in model_types.values()
-    # Every config is built and checked before any model trains.
-    configs: Dict[str, Any] = {}
-    for model in models:
-        # Models without KG see the knowledge-aware models' data: KG-linked items only.
-        same_items = {"kg_items_only": True} if with_kg and model_types[model] == ModelType.GENERAL else {}
-        try:
-            configs[model] = Config(model, dataset, config_file_list, {**(config_dict or {}), **same_items})
-        except UserInputError as error:
-            configs[model] = error
-    if all(isinstance(config, UserInputError) for config in configs.values()):
-        raise next(iter(configs.values()))
+    configs = configs_for(models, dataset, config_file_list, dict(config_dict or {}))
     output = output_folder(dataset, output_dir)
     (output / "runs").mkdir(parents=True, exist_ok=True)
     (output / "configs").mkdir(parents=True, exist_ok=True)
     progress = tqdm(models, desc="compare", unit="model", ncols=100)
     for model in progress:
         progress.set_postfix_str(model)
-        config = configs[model]
-        if isinstance(config, UserInputError):
-            rows.append(RunResult(model=model, status="failed", error=str(config)))
+        entry = configs[model]
+        if entry.config is None:
+            rows.append(RunResult(model=model, status="failed", error=entry.error))
             continue
-        digest = config_hash(config)
-        run_file = output / "runs" / f"{model}-{digest}.json"
-        config_file = output / "configs" / f"{model}-{digest}.yaml"
-        write_text_atomically(config_file, yaml.safe_dump(resolved_config(config), sort_keys=True))
-        if run_file.is_file() and not force:
-            cached = RunResult(**json.loads(run_file.read_text()))
-            cached.status = "cached"
-            rows.append(cached)
-            continue
-        try:
-            row = train_and_test(config)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as error:  # a failing model must not stop the others
-            getLogger().error(f"{model} failed:\n{traceback.format_exc()}")
-            row = RunResult(model=model, status="failed", error=_one_line(error))
-        finally:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        row.config_hash = digest
-        if row.status == "ok":
-            write_text_atomically(run_file, json.dumps(asdict(row), indent=2))
+        row, _ = run_one(model, dataset, config_file_list, {}, output, force, config=entry.config)
         rows.append(row)
     write_outputs(rows, output)
     return rows
@@ -260,15 +316,15 @@ def write_outputs(rows: Sequence[RunResult], output: Path) -> None:
     plot_comparison(rows, output / "comparison.png")
 
 
-def plot_comparison(rows: Sequence[RunResult], path: Path) -> None:
-    """Grouped bars of the main test metrics, one group per metric."""
+def plot_comparison(rows: Sequence[RunResult], path: Path, metrics: Optional[Sequence[str]] = None) -> None:
+    """Grouped bars of test metrics (default: the main ones present), one group per metric."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     finished = [row for row in rows if row.test_result]
-    metrics = [m for m in MAIN_METRICS if any(m in row.test_result for row in finished)]
+    metrics = [m for m in metrics or MAIN_METRICS if any(m in row.test_result for row in finished)]
     figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(metrics) * max(1, len(finished)) / 2), 4))
     width = 0.8 / max(1, len(finished))
     for index, row in enumerate(finished):

@@ -11,7 +11,7 @@ Each key is a config key; its value is a plain value or a one-key mapping
 ``{choice|grid: [values...]}`` or ``{uniform|loguniform|randint: [low, high]}``.
 Anything else is refused with a one-line error naming the file and the key.
 
-Spaces for KGIN, KGAT, KGCN and CKE ship with the package (``tuning/`` in the
+Spaces for KGIN, KGAT, KGCN, CKE and BPR ship with the package (``tuning/`` in the
 repository, ``recbole_kgin/tuning`` in a wheel): ``--tune KGIN`` finds the packaged
 ``KGIN.yaml`` by model name; a path to a file of your own still works.
 """

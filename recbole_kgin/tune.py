@@ -183,10 +183,13 @@ def run_tune(
     max_concurrent: Optional[int] = None,
     grace_period: int = 1,
     retrain: bool = True,
+    resume: bool = False,
 ) -> Dict[str, Any]:
     """Run the search; returns ``{"trials", "best_params", "best_valid_score",
     "best_config_file", "test_result", "retrained_valid_score", "valid_metric"}``
-    (the retrained values are None when ``retrain`` is False)."""
+    (the retrained values are None when ``retrain`` is False). With ``resume``, a search
+    whose Ray records are in the output folder continues: its finished trials are kept
+    (Ray's ``Tuner.restore``), unfinished ones run again."""
     if search not in SEARCHERS:
         raise UserInputError(f"--search {search}: choose one of {', '.join(SEARCHERS)}")
     if scheduler not in SCHEDULERS:
@@ -207,7 +210,7 @@ def run_tune(
     output_dir.mkdir(parents=True, exist_ok=True)
 
     import ray
-    from ray import air, tune
+    from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     search_algorithm = _search_algorithm(search, space, "valid_score", mode, max_concurrent)
@@ -220,27 +223,20 @@ def run_tune(
             if scheduler == "asha"
             else FIFOScheduler()
         )
-        trainable = tune.with_parameters(
-            _trainable, model=model, dataset=dataset, config_files=config_files or None, fixed={**fixed, **threads}
-        )
-        tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
-            param_space=to_ray(space),
-            tune_config=tune.TuneConfig(
-                metric="valid_score",
-                mode=mode,
-                scheduler=trial_scheduler,
-                search_alg=search_algorithm,
-                num_samples=num_samples,
-                max_concurrent_trials=max_concurrent if search == "random" else None,
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                _trainable, model=model, dataset=dataset, config_files=config_files or None, fixed={**fixed, **threads}
             ),
-            run_config=air.RunConfig(
-                name=f"{model}-{dataset}",
-                storage_path=str(output_dir / "ray"),
-                verbose=1,
-                failure_config=air.FailureConfig(max_failures=0, fail_fast=False),
-            ),
+            {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
         )
+        experiment = output_dir / "ray" / f"{model}-{dataset}"
+        if resume and tune.Tuner.can_restore(experiment):
+            tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False)
+        else:
+            tuner = _new_tuner(
+                trainable, space, trial_scheduler, search_algorithm, mode, num_samples, max_concurrent, search,
+                output_dir, f"{model}-{dataset}",
+            )  # fmt: skip
         rows = _trial_rows(tuner.fit(), max_epochs, bigger)
     finally:
         if started_here:
@@ -272,6 +268,29 @@ def run_tune(
         "retrained_valid_score": retrained_valid_score,
         "valid_metric": metric,
     }
+
+
+def _new_tuner(trainable, space, scheduler, search_algorithm, mode, num_samples, max_concurrent, search, output_dir, name):
+    from ray import air, tune
+
+    return tune.Tuner(
+        trainable,
+        param_space=to_ray(space),
+        tune_config=tune.TuneConfig(
+            metric="valid_score",
+            mode=mode,
+            scheduler=scheduler,
+            search_alg=search_algorithm,
+            num_samples=num_samples,
+            max_concurrent_trials=max_concurrent if search == "random" else None,
+        ),
+        run_config=air.RunConfig(
+            name=name,
+            storage_path=str(output_dir / "ray"),
+            verbose=1,
+            failure_config=air.FailureConfig(max_failures=0, fail_fast=False),
+        ),
+    )
 
 
 def _write_trials(rows: Sequence[TrialRow], output_dir: Path) -> None:

@@ -69,10 +69,10 @@ def test_a_crash_inside_training_is_caught(settings, tmp_path, monkeypatch):
 
     original = compare.train_and_test
 
-    def crash_for_kgin(config):
+    def crash_for_kgin(config, per_user_ks=()):
         if config["model"] == "KGIN":
             raise RuntimeError("out of memory")
-        return original(config)
+        return original(config, per_user_ks)
 
     monkeypatch.setattr(compare, "train_and_test", crash_for_kgin)
     rows = run_comparison(["KGIN", "BPR"], "toy", None, settings, str(tmp_path / "cmp"))

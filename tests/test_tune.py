@@ -41,7 +41,7 @@ def test_invalid_spaces_are_one_line_errors_naming_the_key(tmp_path, text, fragm
 def test_shipped_spaces_load(tmp_path):
     from conftest import REPO_ROOT
 
-    for name in ["KGIN", "KGAT", "KGCN", "CKE"]:
+    for name in ["KGIN", "KGAT", "KGCN", "CKE", "BPR"]:
         space = load_space(str(REPO_ROOT / "tuning" / f"{name}.yaml"))
         assert "learning_rate" in space and to_ray(space)
     kgin = load_space(str(REPO_ROOT / "tuning" / "KGIN.yaml"))

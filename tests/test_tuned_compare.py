@@ -1,0 +1,98 @@
+"""The tuned comparison: search per model, seeds, table, significance, curves, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from conftest import TOY
+from recbole_kgin import compare, tuned_compare
+from recbole_kgin.errors import UserInputError
+from recbole_kgin.tuned_compare import Budget, run_tuned_comparison
+
+SPACES = {
+    "KGIN": "learning_rate: {choice: [0.01, 0.005]}\n",
+    "BPR": "learning_rate: {choice: [0.01, 0.002]}\n",
+}
+
+
+@pytest.fixture
+def spaces(tmp_path, monkeypatch):
+    for model, text in SPACES.items():
+        (tmp_path / f"{model}.yaml").write_text(text)
+    monkeypatch.setattr(tuned_compare, "resolve_space", lambda name: tmp_path / f"{name}.yaml")
+
+
+def test_budget_and_protocol_settings_are_checked_before_anything_runs(spaces, toy_root, tmp_path):
+    settings = {**{k: v for k, v in TOY.items() if k not in ("epochs", "seed")}, "data_path": str(toy_root)}
+    with pytest.raises(UserInputError, match="must be >= 1"):
+        run_tuned_comparison(["KGIN"], "toy", Budget(0, 3, 2, 4), None, settings, str(tmp_path / "o"))
+    with pytest.raises(UserInputError, match="sets seed and epochs itself"):
+        run_tuned_comparison(["KGIN"], "toy", Budget(1, 3, 2, 4), None, {**settings, "seed": 3}, str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_tiny_tuned_comparison_tables_tests_plots_and_redoes_nothing(spaces, toy_root, tmp_path, monkeypatch):
+    output = tmp_path / "out"
+    settings = {**{k: v for k, v in TOY.items() if k not in ("epochs", "seed")}, "data_path": str(toy_root), "stopping_step": 2}
+    budget = Budget(trials=2, tune_epochs=3, seeds=2, max_epochs=4)
+    outcome = run_tuned_comparison(["KGIN", "BPR"], "toy", budget, None, settings, str(output), command="cmd")
+    kgin, bpr = outcome["summaries"]
+    assert outcome["metrics"] == ["recall@5", "ndcg@5"]
+    for summary in (kgin, bpr):
+        assert summary.seeds == 2 and not summary.error
+        assert set(summary.mean) == set(summary.std) == {"recall@5", "ndcg@5"}
+        assert summary.params["learning_rate"] in (0.01, 0.005, 0.002)
+        assert 1 <= summary.best_epoch + 1 <= 4 and summary.seconds_per_epoch > 0 and summary.minutes_to_converge > 0
+    # every seed run kept its curve and its per-user values, whose mean is RecBole's figure
+    run_files = sorted((output / "runs").glob("*.json"))
+    assert len([f for f in run_files if f.name.endswith(".users.json")]) == 4 and len(run_files) == 8
+    capped = 0
+    for path in run_files:
+        if path.name.endswith(".users.json"):
+            continue
+        run = json.loads(path.read_text())
+        users = json.loads(path.with_name(path.stem + ".users.json").read_text())
+        assert len(run["valid_curve"]) == run["epochs_run"] and run["valid_metric"] == "recall@5"
+        seconds = [entry[2] for entry in run["valid_curve"]]
+        assert seconds == sorted(seconds) and seconds[0] > 0
+        mean = sum(users["recall@5"].values()) / len(users["recall@5"])
+        assert mean == pytest.approx(run["test_result"]["recall@5"], abs=1e-4)
+        capped += run["epochs_run"] >= 4
+    assert kgin.capped_runs + bpr.capped_runs == capped
+    test = outcome["significance"]
+    assert test["model"] == "KGIN" and test["against"] == "BPR" and set(test["metrics"]) == {"recall@5", "ndcg@5"}
+    assert all(0 < t["users"] and (t["p_value"] is None or 0 <= t["p_value"] <= 1) for t in test["metrics"].values())
+    table = (output / "tuned.md").read_text()
+    assert "| model | recall@5 | ndcg@5 | best epoch | s/epoch | min to converge | seeds | cap |" in table
+    assert "±" in table and "KGIN vs BPR" in table and "Wilcoxon signed-rank" in table and "2 search trials" in table
+    for name in ("curves.png", "comparison.png"):
+        assert (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((output / "tuned.json").read_text())["budget"]["seeds"] == 2
+    shipped = (output / "tuned" / "KGIN" / "toy.yaml").read_text()
+    assert shipped.startswith("# KGIN on toy: best of a Ray Tune search") and "# Command: cmd" in shipped
+    assert yaml.safe_load(shipped) == kgin.params
+    assert (output / "search" / "BPR" / "trials.md").is_file()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished search or seed run ran again")
+
+    monkeypatch.setattr(compare, "train_and_test", must_not_run)
+    monkeypatch.setattr("recbole_kgin.tune.run_tune", must_not_run)
+    again = run_tuned_comparison(["KGIN", "BPR"], "toy", budget, None, settings, str(output), command="cmd")
+    assert [s.mean for s in again["summaries"]] == [kgin.mean, bpr.mean]
+    assert (output / "tuned.md").read_text() == table
+
+
+def test_cli_reaches_the_tuned_comparison_and_reports_bad_budgets_in_one_line(spaces, toy_root, tmp_path, capsys):
+    from recbole_kgin.cli import main
+
+    argv = ["--dataset", "toy", "--compare", "KGIN,BPR", "--tune_trials", "2", "--seeds", "0",
+            f"--data_path={toy_root}", "--output", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --tune_trials, --seeds, --tune_epochs and --max_epochs must be >= 1"
+    )
