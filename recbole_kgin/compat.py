@@ -2,8 +2,9 @@
 
 RecBole 1.2.1 (the latest release) breaks in four places on the versions that pip
 installs today, one of its modules slows every model trained after it is imported
-(fix 5), and two of its own bugs reach our users (fix 6: data-dependent metrics
-crash, for every model; fix 7: negative sampling that loops forever). Each fix below names the
+(fix 5), two of its own bugs reach our users (fix 6: data-dependent metrics
+crash, for every model; fix 7: negative sampling that loops forever), and every run
+printed third-party warnings that mean nothing to them (fix 8). Each fix below names the
 RecBole line it addresses and leaves the math of the affected model unchanged.
 :func:`apply` installs all of them; it is idempotent and runs when
 :mod:`recbole_kgin` is imported.
@@ -19,6 +20,7 @@ import copy
 import functools
 import importlib
 import types
+import warnings
 from typing import Any, Dict
 
 import numpy as np
@@ -263,6 +265,27 @@ def _patch_sampler_checks() -> None:
         Sampler.get_used_ids = _get_used_ids_in_one_line(Sampler.get_used_ids)
 
 
+# --- 8. third-party warnings that mean nothing to our users --------------------------
+# Every run printed them, from code the user cannot change: pandas' chained
+# ``fillna(inplace=True)`` FutureWarning from recbole/data/dataset/dataset.py:648,650
+# (it works on pandas < 3, which setup.py pins), torch's GradScaler deprecation from
+# recbole/trainer/trainer.py:235, and setuptools' pkg_resources deprecation from
+# ray/_private/parameter.py:4. Each filter matches the message and the module that
+# issues it, so the same warnings from anywhere else, ours and the data checks
+# included, still show.
+KNOWN_WARNINGS = (
+    (FutureWarning, r"A value is trying to be set on a copy of a DataFrame or Series through chained assignment",
+     r"recbole\.data\.dataset\.dataset"),
+    (FutureWarning, r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated", r"recbole\.trainer\.trainer"),
+    (UserWarning, r"pkg_resources is deprecated as an API", r"ray\._private\.parameter"),
+)  # fmt: skip
+
+
+def _silence_known_warnings() -> None:
+    for category, message, module in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
 def apply() -> None:
     """Install every fix; calling it again changes nothing."""
     _patch_trainer_torch_load()
@@ -272,3 +295,4 @@ def apply() -> None:
     _keep_anomaly_detection_as_it_was()
     _patch_data_metrics()
     _patch_sampler_checks()
+    _silence_known_warnings()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import torch
 import recbole.trainer.trainer as recbole_trainer
 from conftest import FAST, TOY
 from recbole.data.dataset import KnowledgeBasedDataset
+from recbole_kgin import compat
 from recbole_kgin.config import Config
 from recbole_kgin.quick_start import build, run_recbole_kgin
 
@@ -115,3 +117,16 @@ def test_looking_up_a_recbole_model_leaves_autograd_anomaly_detection_off():
     assert _anomaly_mode_after("import recbole.model.sequential_recommender") == "True"  # RecBole's SINE
     fixed = "import recbole_kgin\nfrom recbole_kgin.utils import get_model\nget_model('KGCN')"
     assert _anomaly_mode_after(fixed) == "False"
+
+
+@pytest.mark.parametrize("category, message, module", compat.KNOWN_WARNINGS)
+def test_known_third_party_warnings_are_silenced_at_their_source_only(category, message, module):
+    text = message.replace("\\", "")  # the pattern's literal text
+    source = module.replace("\\", "")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        compat.apply()
+        warnings.warn_explicit(text + " (from RecBole)", category, "x.py", 1, module=source)
+        warnings.warn_explicit(text + " (from us)", category, "y.py", 1, module="recbole_kgin.data.validate")
+        warnings.warn_explicit("another warning", category, "x.py", 2, module=source)
+    assert [str(w.message) for w in seen] == [text + " (from us)", "another warning"]
