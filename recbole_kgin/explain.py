@@ -334,8 +334,13 @@ def render_text(explanation: Explanation, distinctness: Dict[str, List[List[floa
     return "\n".join(lines)
 
 
+RELATIONS_PER_INTENT = 8  # bars per intent panel in intent_relations.png
+
+
 def save_figures(explainer: Explainer, explanation: Explanation, folder: Path) -> Dict[str, str]:
-    """Heatmap of alpha (intents x relations) and a bar chart of the user's beta."""
+    """``intent_relations.png``: one panel per intent with its top relations by alpha
+    (named, against the uniform 1/K), a fixed size whatever the number of relations;
+    ``user_<U>_intents.png``: the user's beta."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -343,14 +348,23 @@ def save_figures(explainer: Explainer, explanation: Explanation, folder: Path) -
 
     folder.mkdir(parents=True, exist_ok=True)
     alpha = explainer.relation_attention().numpy()
-    figure, axes = plt.subplots(figsize=(max(6, 0.35 * alpha.shape[1] + 2), 1.0 + 0.5 * alpha.shape[0]))
-    image = axes.imshow(alpha, aspect="auto", cmap="viridis")
-    axes.set_yticks(range(alpha.shape[0]))
-    axes.set_yticklabels([f"intent {p}" for p in range(alpha.shape[0])])
-    axes.set_xticks(range(alpha.shape[1]))
-    axes.set_xticklabels(explainer.relation_names, rotation=90, fontsize=6)
-    axes.set_title("relation attention alpha per intent")
-    figure.colorbar(image, ax=axes)
+    n_intents, n_relations = alpha.shape
+    columns = min(n_intents, 2)
+    rows = (n_intents + columns - 1) // columns
+    shown = min(RELATIONS_PER_INTENT, n_relations)
+    figure, grid = plt.subplots(rows, columns, figsize=(7 * columns, 0.35 * shown * rows + 1.2), squeeze=False)
+    for intent, axes in enumerate(grid.flat):
+        if intent >= n_intents:
+            axes.axis("off")
+            continue
+        top = explainer.top_relations(intent, shown)
+        axes.barh(range(len(top))[::-1], [entry["weight"] for entry in top], color="tab:blue")
+        axes.set_yticks(range(len(top))[::-1])
+        axes.set_yticklabels([entry["relation"] for entry in top], fontsize=8)
+        axes.axvline(1.0 / n_relations, color="grey", linestyle="--", linewidth=1, label=f"uniform 1/{n_relations}")
+        axes.set_title(f"intent {intent}: top {shown} of {n_relations} relations", fontsize=10)
+        axes.set_xlabel("alpha (attention over relations)", fontsize=8)
+        axes.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     heatmap = folder / "intent_relations.png"
     figure.savefig(heatmap, dpi=120)

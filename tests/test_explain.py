@@ -114,3 +114,35 @@ def test_missing_or_foreign_checkpoints_are_refused(tmp_path, toy_root):
     (bpr,) = glob.glob("saved/BPR-*[0-9].pth")
     with pytest.raises(UserInputError, match="holds a BPR model"):
         run_explain(bpr, "u1")
+
+
+def test_intent_relations_figure_stays_readable_with_many_relations(tmp_path):
+    """lastfm has 120 relations: one strip of 120 columns was 5,280 px wide; each
+    intent's top relations, named, keep the figure a page wide."""
+    import struct
+
+    from recbole_kgin.explain import RELATIONS_PER_INTENT, Explanation, save_figures
+
+    alpha = torch.softmax(torch.randn(4, 120, generator=torch.Generator().manual_seed(0)), dim=1)
+    asked = []
+
+    class ManyRelations:
+        relation_names = [f"domain.type.relation_{r}" for r in range(120)]
+
+        def relation_attention(self):
+            return alpha
+
+        def top_relations(self, intent, top):
+            asked.append((intent, top))
+            order = torch.argsort(alpha[intent], descending=True)[:top]
+            return [{"relation": self.relation_names[r], "weight": float(alpha[intent, r])} for r in order.tolist()]
+
+    explanation = Explanation(
+        user="u", intents=[{"intent": p, "weight": 0.25} for p in range(4)], item="i", score=0.0,
+        score_terms={}, paths=[], recommendations=[], chosen_intents=[0],
+    )  # fmt: skip
+    figures = save_figures(ManyRelations(), explanation, tmp_path)
+    header = open(figures["heatmap"], "rb").read(24)
+    width, height = struct.unpack(">II", header[16:24])
+    assert width <= 1800 and height <= 1200
+    assert asked == [(p, RELATIONS_PER_INTENT) for p in range(4)]
