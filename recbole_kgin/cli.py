@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--address", default=os.environ.get("RAY_ADDRESS"),
         help="attach to a Ray cluster (default: $RAY_ADDRESS, else a local Ray)",
     )
+    tune.add_argument(
+        "--data_on_nodes", default=None, choices=["ship", "shared"],
+        help="how trials on other nodes get the dataset: ship it through Ray (default with --address) "
+        "or read the same path on shared storage (default without); checked on every node first",
+    )
     data = parser.add_argument_group("data and runs")
     data.add_argument("--check", action="store_true", help="check the dataset's atomic files and stop")
     data.add_argument("--convert", default=None, metavar="KGAT_DIR",
@@ -249,6 +254,7 @@ def _tuned_compare(args: argparse.Namespace, overrides: Dict[str, Any], models: 
     budget = Budget(
         trials=args.tune_trials, tune_epochs=args.tune_epochs, seeds=args.seeds, max_epochs=args.max_epochs,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, address=args.address,
+        grace_period=args.grace_period, data_on_nodes=args.data_on_nodes,
     )  # fmt: skip
     command = " ".join([_program_name(), *args.argv])
     outcome = run_tuned_comparison(
@@ -296,7 +302,7 @@ def _tune(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
         num_samples=args.num_samples, search=args.search, scheduler=args.scheduler,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         address=args.address, output=args.output, max_concurrent=args.max_concurrent,
-        grace_period=args.grace_period,
+        grace_period=args.grace_period, data_on_nodes=args.data_on_nodes,
     )
     print(format_trials(outcome["trials"]))
     print(f"best {model} on {args.dataset}: valid {outcome['valid_metric']} = {outcome['best_valid_score']:.4f}, "

@@ -100,13 +100,12 @@ def user_thread_choice(environ: Mapping[str, str] = os.environ) -> Optional[int]
     return None
 
 
-def read_cpu_jiffies(cpus: Tuple[int, ...], path: Path = PROC_STAT) -> Optional[Tuple[int, int]]:
-    """(busy, total) clock ticks of ``cpus`` since boot from /proc/stat, or None
-    where it cannot be read. Busy = everything but idle and iowait (steal included:
-    time the hypervisor gave to someone else is not ours either)."""
+def read_cpu_jiffies(cpus: Tuple[int, ...], path: Path = PROC_STAT) -> Optional[int]:
+    """Busy clock ticks of ``cpus`` since boot from /proc/stat, or None where it cannot
+    be read. Busy = everything but idle and iowait (steal included: time the hypervisor
+    gave to someone else is not ours either)."""
     wanted = {f"cpu{cpu}" for cpu in cpus}
-    busy = total = 0
-    found = 0
+    busy = found = 0
     try:
         with open(path, "r", encoding="ascii") as handle:
             for line in handle:
@@ -114,13 +113,11 @@ def read_cpu_jiffies(cpus: Tuple[int, ...], path: Path = PROC_STAT) -> Optional[
                 if not fields or fields[0] not in wanted:
                     continue
                 ticks = [int(value) for value in fields[1:9]]  # user .. steal
-                cpu_total = sum(ticks)
-                total += cpu_total
-                busy += cpu_total - ticks[3] - ticks[4]  # minus idle and iowait
+                busy += sum(ticks) - ticks[3] - ticks[4]  # minus idle and iowait
                 found += 1
     except (OSError, ValueError, IndexError):
         return None
-    return (busy, total) if found == len(wanted) else None
+    return busy if found == len(wanted) else None
 
 
 def own_cpu_seconds() -> float:
@@ -150,7 +147,7 @@ class ThreadGovernor:
         cap: int,
         interval: float = 0.5,
         cpus: Optional[Tuple[int, ...]] = None,
-        read_jiffies: Callable[[Tuple[int, ...]], Optional[Tuple[int, int]]] = read_cpu_jiffies,
+        read_jiffies: Callable[[Tuple[int, ...]], Optional[int]] = read_cpu_jiffies,
         own_seconds: Callable[[], float] = own_cpu_seconds,
         clock: Callable[[], float] = time.monotonic,
         ticks_per_second: Optional[float] = None,
@@ -173,7 +170,7 @@ class ThreadGovernor:
         jiffies = self._read_jiffies(self.cpus)
         if jiffies is None:
             return None
-        return self._clock(), jiffies[0], self._own_seconds()
+        return self._clock(), jiffies, self._own_seconds()
 
     def tick(self) -> int:
         """Re-read the load if ``interval`` has passed; returns the thread count."""

@@ -12,11 +12,16 @@ the search goes on.
 
 Search algorithms: ``random`` (default; Ray's variant generator: random samples, and
 ``grid`` entries expanded), ``optuna`` or ``hyperopt`` when installed. Resources per
-trial: ``--cpus_per_trial``/``--gpus_per_trial``. ``--address`` (or ``RAY_ADDRESS``)
-attaches to a running Ray cluster; without it a local Ray starts.
+trial: ``--cpus_per_trial``/``--gpus_per_trial``, as Ray reads them; a trial trains
+with at most ``int(cpus_per_trial)`` torch threads (at least one) and on the GPUs Ray
+assigned it (none: CPU). ``--address`` (or ``RAY_ADDRESS``) attaches to a running Ray
+cluster; without it a local Ray starts. The dataset reaches every node as
+``--data_on_nodes`` says (:mod:`recbole_kgin.data.on_nodes`: shipped through Ray's
+object store by default on a cluster, or read from shared storage) and is checked on
+every node before any trial trains.
 
 Outputs in ``results/tune-<Model>-<dataset>`` (or ``--output``): ``trials.md`` and
-``trials.csv`` (config, best valid score, epochs run, status per trial),
+``trials.csv`` (config, best valid score, epochs run, status, node and threads per trial),
 ``best_<Model>_<dataset>.yaml`` (a property file for ``--config_files``) and Ray's
 own records under ``ray/``.
 """
@@ -27,11 +32,12 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
 from recbole_kgin.config import Config
+from recbole_kgin.data.on_nodes import MODES, SHARED, SHIP, DatasetFiles, describe, prepare_every_node, prepare_here, read_payload
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.search_space import has_grid, load_space, to_ray
 from recbole_kgin.utils import write_text_atomically
@@ -48,6 +54,8 @@ class TrialRow:
     best_valid_score: Optional[float]
     epochs_run: int
     status: str  # completed, stopped by ASHA, stopped by RecBole, failed: ...
+    node: str = ""  # the Ray node id the trial ran on
+    threads: Optional[int] = None  # torch threads it trained with (at its last report)
 
 
 def _trainable(
@@ -56,18 +64,29 @@ def _trainable(
     dataset: str,
     config_files: Optional[List[str]],
     fixed: Dict[str, Any],
+    data: Tuple[DatasetFiles, str, Any],
 ) -> None:
-    """One trial: train, reporting the validation metrics after every epoch."""
+    """One trial: check (or write) the dataset on this node, train, and report the
+    validation metrics after every epoch, with the node and the threads it ran on."""
+    import ray
+    import torch
     from ray.air import session
     from recbole.utils import init_seed
 
     from recbole_kgin.quick_start import build
 
-    config = Config(model, dataset, config_files, {**fixed, **params, **QUIET})
+    expected, mode, payload_ref = data
+    problem, data_path = prepare_here(expected, mode, lambda: ray.get(payload_ref))
+    if problem is not None:
+        raise UserInputError(f"dataset on node {ray.get_runtime_context().get_node_id()[:12]}: {problem}")
+    # RecBole sets CUDA_VISIBLE_DEVICES to gpu_id: give it the GPUs Ray assigned (none: CPU)
+    devices = {"data_path": data_path, "gpu_id": ",".join(str(gpu) for gpu in ray.get_gpu_ids())}
+    config = Config(model, dataset, config_files, {**fixed, **params, **QUIET, **devices})
     init_seed(config["seed"], config["reproducibility"])
     _, (train_data, valid_data, _), _, trainer = build(config, saved=False)
     latest: Dict[str, float] = {}
     valid_epoch = trainer._valid_epoch
+    node = ray.get_runtime_context().get_node_id()
 
     def remembering_valid_epoch(*args, **kwargs):
         score, result = valid_epoch(*args, **kwargs)
@@ -81,6 +100,8 @@ def _trainable(
                 "valid_score": float(score),
                 "epoch": epoch + 1,
                 "stopped_by_recbole": trainer.cur_step > trainer.stopping_step,
+                "node": node,
+                "threads": torch.get_num_threads(),
                 **{f"valid/{name}": float(value) for name, value in latest.items()},
             }
         )
@@ -129,17 +150,20 @@ def _trial_rows(result_grid, max_epochs: int, bigger: bool) -> List[TrialRow]:
         else:
             status = "completed"
         params = {k: v for k, v in (result.config or {}).items()}
-        rows.append(TrialRow(f"trial {index}", params, best, len(scores), status))
+        node = str(frame["node"].iloc[-1]) if scores and "node" in frame.columns else ""
+        threads = int(frame["threads"].iloc[-1]) if scores and "threads" in frame.columns else None
+        rows.append(TrialRow(f"trial {index}", params, best, len(scores), status, node, threads))
     return rows
 
 
 def format_trials(rows: Sequence[TrialRow]) -> str:
     keys = sorted({k for row in rows for k in row.params})
-    header = ["trial", *keys, "best valid", "epochs", "status"]
+    header = ["trial", *keys, "best valid", "epochs", "status", "node", "threads"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row.trial] + [_short(row.params.get(k, "")) for k in keys]
         cells += ["" if row.best_valid_score is None else f"{row.best_valid_score:.4f}", str(row.epochs_run), row.status]
+        cells += [row.node[:12], "" if row.threads is None else str(row.threads)]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines)
 
@@ -184,23 +208,30 @@ def run_tune(
     grace_period: int = 1,
     retrain: bool = True,
     resume: bool = False,
+    data_on_nodes: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Run the search; returns ``{"trials", "best_params", "best_valid_score",
     "best_config_file", "test_result", "retrained_valid_score", "valid_metric"}``
     (the retrained values are None when ``retrain`` is False). With ``resume``, a search
     whose Ray records are in the output folder continues: its finished trials are kept
-    (Ray's ``Tuner.restore``), unfinished ones run again."""
+    (Ray's ``Tuner.restore``), unfinished ones run again. ``data_on_nodes``: ``ship``
+    (default with ``address``) or ``shared`` (default otherwise), see
+    :mod:`recbole_kgin.data.on_nodes`; checked on every node before any trial."""
     if search not in SEARCHERS:
         raise UserInputError(f"--search {search}: choose one of {', '.join(SEARCHERS)}")
     if scheduler not in SCHEDULERS:
         raise UserInputError(f"--scheduler {scheduler}: choose one of {', '.join(SCHEDULERS)}")
     if num_samples < 1 or cpus_per_trial <= 0 or gpus_per_trial < 0:
         raise UserInputError("--num_samples must be >= 1, --cpus_per_trial > 0, --gpus_per_trial >= 0")
+    data_mode = data_on_nodes or (SHIP if address else SHARED)
+    if data_mode not in MODES:
+        raise UserInputError(f"--data_on_nodes {data_on_nodes}: choose {' or '.join(MODES)}")
     space = load_space(space_file)
     # Resolve and check everything once in the driver; trials get absolute paths.
     config_files = [os.path.abspath(f) for f in config_file_list or []]
     base = Config(model, dataset, config_files, {**(config_dict or {}), **QUIET})
-    fixed = {**(config_dict or {}), "data_path": os.path.dirname(base["data_path"])}
+    fixed = {**(config_dict or {}), "data_path": os.path.dirname(os.path.abspath(base["data_path"]))}
+    expected = describe(Path(base["data_path"]), dataset)
     metric, bigger = base["valid_metric"], base["valid_metric_bigger"]
     mode = "max" if bigger else "min"
     max_epochs = base["epochs"]
@@ -223,10 +254,13 @@ def run_tune(
             if scheduler == "asha"
             else FIFOScheduler()
         )
+        payload_ref = ray.put(read_payload(expected)) if data_mode == SHIP else None
+        prepare_every_node(expected, data_mode, payload_ref)
         trainable = tune.with_resources(
             tune.with_parameters(
-                _trainable, model=model, dataset=dataset, config_files=config_files or None, fixed={**fixed, **threads}
-            ),
+                _trainable, model=model, dataset=dataset, config_files=config_files or None,
+                fixed={**fixed, **threads}, data=(expected, data_mode, payload_ref),
+            ),  # fmt: skip
             {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
         )
         experiment = output_dir / "ray" / f"{model}-{dataset}"
@@ -298,7 +332,8 @@ def _write_trials(rows: Sequence[TrialRow], output_dir: Path) -> None:
     keys = sorted({k for row in rows for k in row.params})
     with open(output_dir / "trials.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["trial", *keys, "best_valid_score", "epochs_run", "status"])
+        writer.writerow(["trial", *keys, "best_valid_score", "epochs_run", "status", "node", "threads"])
         for row in rows:
             writer.writerow([row.trial, *[row.params.get(k, "") for k in keys],
-                             "" if row.best_valid_score is None else row.best_valid_score, row.epochs_run, row.status])
+                             "" if row.best_valid_score is None else row.best_valid_score, row.epochs_run, row.status,
+                             row.node, "" if row.threads is None else row.threads])

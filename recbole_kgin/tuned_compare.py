@@ -76,6 +76,8 @@ class Budget:
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
     address: Optional[str] = None
+    grace_period: int = 1  # epochs before ASHA may stop a trial
+    data_on_nodes: Optional[str] = None  # see recbole_kgin.data.on_nodes
 
     def check(self) -> None:
         if self.trials < 1 or self.seeds < 1 or self.tune_epochs < 1 or self.max_epochs < 1:
@@ -102,7 +104,8 @@ class ModelSummary:
 def _search_key(space: Path, model: str, dataset: str, budget: Budget, settings: Dict[str, Any]) -> str:
     digest = hashlib.sha256()
     digest.update(space.read_bytes())
-    digest.update(json.dumps([model, dataset, budget.trials, budget.tune_epochs, settings], sort_keys=True, default=str).encode())
+    what = [model, dataset, budget.trials, budget.tune_epochs, budget.grace_period, settings]
+    digest.update(json.dumps(what, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:12]
 
 
@@ -129,6 +132,7 @@ def search_model(
         str(space), model, dataset, config_file_list, {**config_dict, "epochs": budget.tune_epochs},
         num_samples=budget.trials, cpus_per_trial=budget.cpus_per_trial, gpus_per_trial=budget.gpus_per_trial,
         address=budget.address, output=str(folder), retrain=False, resume=not force,
+        grace_period=budget.grace_period, data_on_nodes=budget.data_on_nodes,
     )  # fmt: skip
     result = {
         "key": key,
