@@ -247,7 +247,9 @@ def run_tune(
     search_algorithm = _search_algorithm(search, space, "valid_score", mode, max_concurrent)
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # without an address, a Ray of our own: ray.init() alone would attach to the last
+        # cluster `ray start` launched on this machine, even a stopped one
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         trial_scheduler = (
             ASHAScheduler(max_t=max_epochs, grace_period=grace_period, reduction_factor=2)

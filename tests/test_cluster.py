@@ -86,6 +86,7 @@ class TwoNodeCluster:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 pass
+        _forget_cluster(self.address)
         groups = {process.pid for process in self.groups}
         deadline = time.monotonic() + 20
         while _leftover_processes(groups) and time.monotonic() < deadline:
@@ -94,6 +95,16 @@ class TwoNodeCluster:
             time.sleep(0.5)
         for process in self.groups:
             process.wait()
+
+
+def _forget_cluster(address: str) -> None:
+    """What ``ray stop`` also does: drop the machine's note of the last cluster started,
+    when it is ours (a later ``ray.init()`` would try to attach to it)."""
+    from ray._private.utils import get_ray_temp_dir
+
+    note = Path(get_ray_temp_dir()) / "ray_current_cluster"
+    if note.is_file() and note.read_text().strip().endswith(f":{address.rsplit(':', 1)[1]}"):
+        note.unlink()
 
 
 def _signal_group(group: int, signum: int) -> None:
@@ -133,6 +144,10 @@ def cluster(request, toy_root, tmp_path):
         ray.shutdown()
         started.stop()
         assert not _leftover_processes(groups), "a Ray process of the test cluster outlived it"
+        from ray._private.utils import get_ray_temp_dir
+
+        note = Path(get_ray_temp_dir()) / "ray_current_cluster"
+        assert not (note.is_file() and note.read_text().strip().endswith(f":{started.port}"))
 
 
 def _search(address: str, toy_root: Path, tmp_path: Path, **kwargs):

@@ -81,6 +81,9 @@ def test_address_goes_to_ray(tmp_path, toy_root, monkeypatch):
     with pytest.raises(Attached):
         run_tune(path, "BPR", "toy", None, {**TOY, "data_path": str(toy_root)}, address="ray://head:10001")
     assert seen["address"] == "ray://head:10001"
+    with pytest.raises(Attached):  # no address: a Ray of our own, never the last `ray start` cluster
+        run_tune(path, "BPR", "toy", None, {**TOY, "data_path": str(toy_root)})
+    assert seen["address"] == "local"
 
 
 @pytest.mark.slow
