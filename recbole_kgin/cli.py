@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how trials on other nodes get the dataset: ship it through Ray (default with --address) "
         "or read the same path on shared storage (default without); checked on every node first",
     )
+    spread = parser.add_argument_group("one model across processes (RecBole's distributed training)")
+    spread.add_argument("--nproc", type=int, default=1, help="training processes on this machine (Gloo on CPU, NCCL on GPUs)")
+    spread.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: --nproc)")
+    spread.add_argument("--ip", default="localhost", help="address of the machine with rank 0")
+    spread.add_argument("--port", type=int, default=5678, help="its port for the process group")
+    spread.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
     data = parser.add_argument_group("data and runs")
     data.add_argument("--check", action="store_true", help="check the dataset's atomic files and stop")
     data.add_argument("--convert", default=None, metavar="KGAT_DIR",
@@ -159,14 +165,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for flag, action in ACTIONS:
             if getattr(args, flag):
                 return action(args, overrides)
-        from recbole_kgin.quick_start import run_recbole_kgin
+        if args.nproc > 1 or args.world_size > 0:
+            from recbole_kgin.distributed import run_distributed
 
-        result = run_recbole_kgin(
-            model=args.model or DEFAULT_MODEL,
-            dataset=args.dataset,
-            config_file_list=config_file_list(args),
-            config_dict=overrides,
-        )
+            result = run_distributed(
+                args.model or DEFAULT_MODEL, args.dataset, config_file_list(args), overrides,
+                nproc=args.nproc, world_size=args.world_size, ip=args.ip, port=args.port,
+                group_offset=args.group_offset,
+            )  # fmt: skip
+            if result is None:  # another machine holds rank 0
+                print(f"{args.model or DEFAULT_MODEL} on {args.dataset}: ranks {args.group_offset}.. done; "
+                      f"rank 0 ({args.ip}) reports the result")  # fmt: skip
+                return 0
+        else:
+            from recbole_kgin.quick_start import run_recbole_kgin
+
+            result = run_recbole_kgin(
+                model=args.model or DEFAULT_MODEL,
+                dataset=args.dataset,
+                config_file_list=config_file_list(args),
+                config_dict=overrides,
+            )
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -3,8 +3,9 @@
 RecBole 1.2.1 (the latest release) breaks in four places on the versions that pip
 installs today, one of its modules slows every model trained after it is imported
 (fix 5), two of its own bugs reach our users (fix 6: data-dependent metrics
-crash, for every model; fix 7: negative sampling that loops forever), and every run
-printed third-party warnings that mean nothing to them (fix 8). Each fix below names the
+crash, for every model; fix 7: negative sampling that loops forever), every run
+printed third-party warnings that mean nothing to them (fix 8), and its distributed
+training works on GPUs only (fix 9). Each fix below names the
 RecBole line it addresses and leaves the math of the affected model unchanged.
 :func:`apply` installs all of them; it is idempotent and runs when
 :mod:`recbole_kgin` is imported.
@@ -286,6 +287,24 @@ def _silence_known_warnings() -> None:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
 
 
+# --- 9. DistributedDataParallel on CPU --------------------------------------------
+# recbole/trainer/trainer.py:62 (AbstractTrainer.__init__) wraps every distributed model
+# in ``DistributedDataParallel(model, device_ids=[local_rank])``; torch refuses
+# ``device_ids`` for a CPU module, so RecBole can only train across GPUs. The trainer
+# module gets a constructor that leaves ``device_ids`` out for CPU modules (Gloo
+# workers, recbole_kgin/distributed.py) and passes it unchanged otherwise.
+def _ddp_on_any_device(module: torch.nn.Module, device_ids=None, **kwargs: Any):
+    from torch.nn.parallel import DistributedDataParallel
+
+    on_cpu = all(parameter.device.type == "cpu" for parameter in module.parameters())
+    return DistributedDataParallel(module, device_ids=None if on_cpu else device_ids, **kwargs)
+
+
+def _patch_ddp_on_cpu() -> None:
+    trainer = importlib.import_module("recbole.trainer.trainer")
+    trainer.DistributedDataParallel = _ddp_on_any_device
+
+
 def apply() -> None:
     """Install every fix; calling it again changes nothing."""
     _patch_trainer_torch_load()
@@ -296,3 +315,4 @@ def apply() -> None:
     _patch_data_metrics()
     _patch_sampler_checks()
     _silence_known_warnings()
+    _patch_ddp_on_cpu()

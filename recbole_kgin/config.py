@@ -79,6 +79,16 @@ class Config(RecBoleConfig):
                 f"kg_items_only applies to general and knowledge-aware models, not {self.model}: remove it"
             )
 
+    def _init_device(self) -> None:
+        """A distributed worker (``local_rank`` set) joins its process group with Gloo on
+        CPUs or NCCL on GPUs (:mod:`recbole_kgin.distributed`); otherwise RecBole's."""
+        if "local_rank" in self.final_config_dict:
+            from recbole_kgin.distributed import init_worker_device
+
+            init_worker_device(self.final_config_dict)
+        else:
+            super()._init_device()
+
     # --- inputs ------------------------------------------------------------------
     def _init_parameters_category(self) -> None:
         super()._init_parameters_category()

@@ -12,6 +12,7 @@ from recbole.data.dataset import KnowledgeBasedDataset
 from recbole.utils import ModelType, get_environment, init_logger, init_seed, set_color
 
 from recbole_kgin.config import Config
+from recbole_kgin.distributed import is_distributed, whole_loader
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.utils import get_model, get_trainer
 from recbole_kgin.data.validate import require_valid
@@ -53,11 +54,13 @@ def build(config: Config, saved: bool = True):
     Returns ``(dataset, (train, valid, test), model, trainer)``.
     """
     dataset, (train_data, valid_data, test_data) = prepare_data(config)
+    if is_distributed(config):  # rank 0 evaluates every user (recbole_kgin.distributed)
+        valid_data, test_data = whole_loader(valid_data, config), whole_loader(test_data, config)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     getLogger().info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    if saved:
+    if saved and config["local_rank"] + (config["offset"] or 0) == 0:  # the one rank that saves
         trainer.saved_model_file = reserve_checkpoint_path(trainer.saved_model_file)
     return dataset, (train_data, valid_data, test_data), model, trainer
 
@@ -79,7 +82,8 @@ def run_recbole_kgin(
         saved: keep the best checkpoint (and evaluate the test set with it).
 
     Returns:
-        ``{"best_valid_score", "valid_score_bigger", "best_valid_result", "test_result"}``.
+        ``{"best_valid_score", "valid_score_bigger", "best_valid_result", "test_result"}``
+        as RecBole's, and ``"train_loss"``: the training loss of every epoch.
     """
     config = Config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -107,11 +111,14 @@ def _fit_and_test(config: Config, trainer, loaders, saved: bool) -> Dict[str, An
     )
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
+    if is_distributed(config):
+        torch.distributed.destroy_process_group()
     return {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
+        "train_loss": [float(loss) for loss in trainer.train_loss_dict.values()],
     }
 
 

@@ -80,8 +80,10 @@ def _recbole_model(model_name: str):
 
 def get_trainer(model_type: ModelType, model_name: str) -> type:
     """``recbole_kgin.trainer.<model_name>Trainer`` if it exists, else RecBole's choice;
-    either way made resumable (:mod:`recbole_kgin.resumable`) and given the thread
-    policy (:mod:`recbole_kgin.threads`)."""
+    either way made resumable (:mod:`recbole_kgin.resumable`), able to train across
+    processes (:mod:`recbole_kgin.distributed`) and given the thread policy
+    (:mod:`recbole_kgin.threads`)."""
+    from recbole_kgin.distributed import distributed
     from recbole_kgin.resumable import resumable
     from recbole_kgin.threads import thread_governed
 
@@ -89,7 +91,7 @@ def get_trainer(model_type: ModelType, model_name: str) -> type:
     trainer = getattr(trainer_module, f"{model_name}Trainer", None)
     if trainer is None:
         trainer = recbole_get_trainer(model_type, model_name)
-    return thread_governed(resumable(trainer))
+    return thread_governed(distributed(resumable(trainer)))
 
 
 def write_text_atomically(path: Path, text: str) -> None:
