@@ -58,6 +58,7 @@ COMMON_CHECKS: Dict[str, Check] = {
     "eval_step": positive_int(),
     "stopping_step": positive_int(),
     "seed": non_negative_int(),
+    "split_seed": (lambda v: v is None or (_is_int(v) and v >= 0), "None or a non-negative integer"),
     "embedding_size": positive_int(),
     "weight_decay": non_negative_number(),
     "kg_items_only": boolean(),

@@ -37,9 +37,12 @@ def reserve_checkpoint_path(path: str) -> str:
 
 
 def prepare_data(config: Config):
-    """The dataset and its ``(train, valid, test)`` loaders, its files checked first."""
+    """The dataset and its ``(train, valid, test)`` loaders, its files checked first;
+    split with ``split_seed`` where set (callers seed with ``seed`` before and after)."""
     for warning in require_valid(config):
         getLogger().warning(warning)
+    if config["split_seed"] is not None:
+        init_seed(config["split_seed"], config["reproducibility"])
     if config["kg_items_only"] and config["MODEL_TYPE"] != ModelType.KNOWLEDGE:
         dataset = KnowledgeBasedDataset(config)  # RecBole's KG filtering: linked items only
     else:

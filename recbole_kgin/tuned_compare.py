@@ -10,7 +10,9 @@ For every model in the list:
    budget for every model: ``tune_trials`` trials, ``tune_epochs`` epochs at most per
    trial, ASHA pruning on the **validation** metric (:mod:`recbole_kgin.tune`);
 2. the best configuration retrained with seeds ``1..seeds`` until RecBole's early
-   stopping, with ``max_epochs`` as a cap that should not bind: a run that reaches it
+   stopping, on the split the search validated on (``split_seed``: the seeds vary the
+   model's initialisation, dropout, negatives and batch order, not which interactions
+   are test), with ``max_epochs`` as a cap that should not bind: a run that reaches it
    is flagged (``cap``) in the table;
 3. per model: mean ± std over seeds of Recall/NDCG at each ``topk`` (10, 20), best
    epoch, s/epoch, and minutes to converge (wall-clock from the first epoch to the end
@@ -327,8 +329,10 @@ def run_tuned_comparison(
     """Search, retrain over seeds and tabulate every model (see the module note)."""
     budget.check()
     settings = dict(config_dict or {})
-    if "seed" in settings or "epochs" in settings:
-        raise UserInputError("the tuned comparison sets seed and epochs itself: use --seeds, --tune_epochs, --max_epochs")
+    if {"seed", "epochs", "split_seed"} & set(settings):
+        raise UserInputError(
+            "the tuned comparison sets seed, split_seed and epochs itself: use --seeds, --tune_epochs, --max_epochs"
+        )
     for model in models:
         resolve_space(model)  # every model needs a space before anything runs
     configs = configs_for(models, dataset, config_file_list, settings)  # checked before anything trains
@@ -352,8 +356,9 @@ def run_tuned_comparison(
             continue
         write_property_file(output / "tuned" / model / f"{dataset}.yaml", model, dataset, search, command)
         runs[model], per_user[model] = [], []
+        split = {"split_seed": configs[model].config["seed"]}  # the split the search validated on
         for seed in range(1, budget.seeds + 1):
-            seed_settings = {**model_settings, **search["params"], "seed": seed, "epochs": budget.max_epochs}
+            seed_settings = {**model_settings, **search["params"], **split, "seed": seed, "epochs": budget.max_epochs}
             row, users = run_one(model, dataset, config_file_list, seed_settings, output, force, per_user_ks=ks)
             runs[model].append(row)
             if users:

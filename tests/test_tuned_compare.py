@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 
 from conftest import TOY
@@ -29,7 +30,7 @@ def test_budget_and_protocol_settings_are_checked_before_anything_runs(spaces, t
     settings = {**{k: v for k, v in TOY.items() if k not in ("epochs", "seed")}, "data_path": str(toy_root)}
     with pytest.raises(UserInputError, match="must be >= 1"):
         run_tuned_comparison(["KGIN"], "toy", Budget(0, 3, 2, 4), None, settings, str(tmp_path / "o"))
-    with pytest.raises(UserInputError, match="sets seed and epochs itself"):
+    with pytest.raises(UserInputError, match="sets seed, split_seed and epochs itself"):
         run_tuned_comparison(["KGIN"], "toy", Budget(1, 3, 2, 4), None, {**settings, "seed": 3}, str(tmp_path / "o"))
     assert not (tmp_path / "o").exists()
 
@@ -96,3 +97,24 @@ def test_cli_reaches_the_tuned_comparison_and_reports_bad_budgets_in_one_line(sp
     assert capsys.readouterr().err.strip() == (
         "error: --tune_trials, --seeds, --tune_epochs and --max_epochs must be >= 1"
     )
+
+
+def test_split_seed_fixes_the_split_while_seed_varies_the_rest(toy_root):
+    from recbole_kgin.config import Config
+    from recbole_kgin.quick_start import build
+
+    def test_pairs(**seeds):
+        settings = {**{k: v for k, v in TOY.items() if k != "seed"}, "data_path": str(toy_root), **seeds}
+        config = Config("BPR", "toy", None, settings)
+        from recbole.utils import init_seed
+
+        init_seed(config["seed"], config["reproducibility"])
+        _, (_, _, test), model, _ = build(config, saved=False)
+        inter = test._dataset.inter_feat
+        pairs = sorted(zip(inter["user_id"].tolist(), inter["item_id"].tolist()))
+        return pairs, model.user_embedding.weight.detach().clone()
+
+    fixed_1, weights_1 = test_pairs(seed=1, split_seed=7)
+    fixed_2, weights_2 = test_pairs(seed=2, split_seed=7)
+    assert fixed_1 == fixed_2 and not torch.equal(weights_1, weights_2)  # one split, two initialisations
+    assert test_pairs(seed=1)[0] != test_pairs(seed=2)[0]  # without it the seed moves the split (RecBole)
