@@ -96,3 +96,33 @@ def test_workers_keep_one_model_and_rank_0_evaluates_every_user(toy_root, tmp_pa
 def test_bad_process_counts_are_one_line_errors(toy_root):
     with pytest.raises(UserInputError, match="group_offset \\+ nproc <= world_size"):
         run_distributed("KGIN", "toy", None, {"data_path": str(toy_root)}, nproc=2, world_size=1)
+
+
+def test_a_knowledge_aware_loader_is_reshuffled_every_epoch_across_workers():
+    """RecBole calls set_epoch only on loaders that shuffle themselves; a KG loader
+    shuffles through its inner interaction loader, whose sampler must get the epoch."""
+    from recbole_kgin.distributed import DistributedTrainer
+
+    class Sampler:
+        epochs = []
+
+        def set_epoch(self, epoch):
+            self.epochs.append(epoch)
+
+    class Inner:
+        sampler = Sampler()
+
+    class KnowledgeLoader:
+        general_dataloader = Inner()
+
+    class Base:
+        def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+            return epoch_idx
+
+    class Trainer(DistributedTrainer, Base):
+        def __init__(self, single):
+            self.config = {"single_spec": single}
+
+    assert Trainer(single=False)._train_epoch(KnowledgeLoader(), 3) == 3 and Sampler.epochs == [3]
+    Trainer(single=True)._train_epoch(KnowledgeLoader(), 4)
+    assert Sampler.epochs == [3]  # one process: RecBole's own behaviour
