@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,17 +21,12 @@ from typing import List, Optional
 import pytest
 
 from conftest import TOY
+from recbole_kgin.distributed import free_port
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.tune import run_tune
 
 RAY = str(Path(sys.executable).parent / "ray")
 SPACE = "learning_rate: {choice: [0.02, 0.01, 0.005, 0.002]}\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _unshare_works() -> bool:
@@ -46,7 +40,7 @@ class TwoNodeCluster:
     """A head and a worker node, each ``ray start --block`` with one CPU."""
 
     def __init__(self, hide: Optional[Path] = None, empty: Optional[Path] = None) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.groups: List[subprocess.Popen] = []
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
