@@ -45,15 +45,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-from recbole_kgin.compare import (
-    RunResult,
-    config_hash,
-    configs_for,
-    output_folder,
-    plot_comparison,
-    resolved_config,
-    run_one,
-)
+from recbole_kgin.compare import RunResult, configs_for, output_folder, plot_comparison, run_one
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.search_space import resolve_space
 from recbole_kgin.significance import mean_over_runs, paired_wilcoxon
