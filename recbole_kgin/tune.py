@@ -174,7 +174,8 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """A Ray-sampled value (numpy scalars included) as a plain Python value for YAML/JSON."""
     if hasattr(value, "item"):
         return value.item()
     return value
@@ -187,7 +188,7 @@ def write_best_config(path: Path, model: str, dataset: str, values: Dict[str, An
         f"# (validation {metric} = {score:.4f}). Use it with:\n"
         f"#   python run_recbole_kgin.py --model {model} --dataset {dataset} --config_files {path}\n"
     )
-    body = yaml.safe_dump({k: _plain(v) for k, v in sorted(values.items())}, sort_keys=True)
+    body = yaml.safe_dump({k: plain_value(v) for k, v in sorted(values.items())}, sort_keys=True)
     write_text_atomically(path, header + body)
 
 

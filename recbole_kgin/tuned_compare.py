@@ -113,7 +113,7 @@ def search_model(
     force: bool,
 ) -> Dict[str, Any]:
     """The model's search, or its cached result: ``{"params", "best_valid_score", "key"}``."""
-    from recbole_kgin.tune import run_tune
+    from recbole_kgin.tune import plain_value, run_tune
 
     space = resolve_space(model)
     key = _search_key(space, model, dataset, budget, config_dict)
@@ -132,7 +132,7 @@ def search_model(
         "key": key,
         "model": model,
         "space": str(space),
-        "params": {name: _plain(value) for name, value in outcome["best_params"].items()},
+        "params": {name: plain_value(value) for name, value in outcome["best_params"].items()},
         "best_valid_score": outcome["best_valid_score"],
         "valid_metric": outcome["valid_metric"],
         "trials": budget.trials,
@@ -140,10 +140,6 @@ def search_model(
     }
     write_text_atomically(record, json.dumps(result, indent=2))
     return result
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 def write_property_file(path: Path, model: str, dataset: str, search: Dict[str, Any], command: str) -> None:

@@ -89,14 +89,14 @@ def local_root(expected: DatasetFiles) -> Path:
     return Path(tempfile.gettempdir()) / LOCAL_ROOT_NAME / expected.digest
 
 
-def write_local_copy(expected: DatasetFiles, fetch: Callable[[], Dict[str, bytes]]) -> Path:
+def write_local_copy(expected: DatasetFiles, fetch: Callable[[], Dict[str, bytes]]) -> Tuple[Optional[str], Path]:
     """Write the shipped files (``fetch()``, called only when needed) on this node unless
-    a checked copy is there; returns the ``data_path`` to use. Concurrent trials on one
-    node write apart and rename."""
+    a checked copy is there; returns (problem or None, the ``data_path`` to use), each
+    file hashed once. Concurrent trials on one node write apart and rename."""
     root = local_root(expected)
     target = root / expected.name
     if target.is_dir() and problem_with(target, expected) is None:
-        return root
+        return None, root
     staging = root / f".{expected.name}.{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     for name, content in fetch().items():
@@ -107,7 +107,7 @@ def write_local_copy(expected: DatasetFiles, fetch: Callable[[], Dict[str, bytes
         os.replace(staging, target)
     except OSError:  # another trial renamed its copy first
         shutil.rmtree(staging, ignore_errors=True)
-    return root
+    return problem_with(target, expected), root
 
 
 def prepare_here(
@@ -115,8 +115,8 @@ def prepare_here(
 ) -> Tuple[Optional[str], str]:
     """On the calling node: (problem or None, the ``data_path`` its trials use)."""
     if mode == SHIP:
-        root = write_local_copy(expected, fetch)
-        return problem_with(root / expected.name, expected), str(root)
+        problem, root = write_local_copy(expected, fetch)
+        return problem, str(root)
     folder = Path(expected.folder)
     return problem_with(folder, expected), str(folder.parent)
 
