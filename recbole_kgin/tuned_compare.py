@@ -52,6 +52,9 @@ from recbole_kgin.significance import mean_over_runs, paired_wilcoxon
 from recbole_kgin.utils import write_text_atomically
 
 SIGNIFICANCE_LEVEL = 0.05
+# Training settings of the comparison that a shipped property file carries beside the
+# searched values, so that a run on its defaults trains as the seed runs did.
+TRAINING_KEYS = ("stopping_step", "train_batch_size", "learner", "weight_decay", "clip_grad_norm", "eval_step")
 
 
 def table_metrics(ks: Sequence[int]) -> List[str]:
@@ -142,8 +145,11 @@ def search_model(
     return result
 
 
-def write_property_file(path: Path, model: str, dataset: str, search: Dict[str, Any], command: str) -> None:
-    """The best configuration as ``properties/model/<Model>/<dataset>.yaml``, its search in the header."""
+def write_property_file(
+    path: Path, model: str, dataset: str, search: Dict[str, Any], training: Dict[str, Any], command: str
+) -> None:
+    """The best configuration as ``properties/model/<Model>/<dataset>.yaml``, its search in
+    the header: the searched values over the comparison's ``training`` settings."""
     header = (
         f"# {model} on {dataset}: best of a Ray Tune search by recbole-kgin's tuned comparison,\n"
         f"# {search['trials']} trials over {Path(search['space']).name}, at most {search['tune_epochs']} epochs each,\n"
@@ -151,7 +157,7 @@ def write_property_file(path: Path, model: str, dataset: str, search: Dict[str, 
         f"# Command: {command}\n"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(path, header + yaml.safe_dump(search["params"], sort_keys=True))
+    write_text_atomically(path, header + yaml.safe_dump({**training, **search["params"]}, sort_keys=True))
 
 
 def summarize(
@@ -342,7 +348,8 @@ def run_tuned_comparison(
         except UserInputError as error:  # every trial failed: the model is reported, the others go on
             summaries.append(ModelSummary(model, {}, None, 0, {}, {}, 0, 0, 0, 0, str(error)))
             continue
-        write_property_file(output / "tuned" / model / f"{dataset}.yaml", model, dataset, search, command)
+        training = {key: settings[key] for key in TRAINING_KEYS if key in settings}
+        write_property_file(output / "tuned" / model / f"{dataset}.yaml", model, dataset, search, training, command)
         runs[model], per_user[model] = [], []
         split = {"split_seed": configs[model].config["seed"]}  # the split the search validated on
         for seed in range(1, budget.seeds + 1):

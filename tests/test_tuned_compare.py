@@ -75,7 +75,7 @@ def test_tiny_tuned_comparison_tables_tests_plots_and_redoes_nothing(spaces, toy
     assert json.loads((output / "tuned.json").read_text())["budget"]["seeds"] == 2
     shipped = (output / "tuned" / "KGIN" / "toy.yaml").read_text()
     assert shipped.startswith("# KGIN on toy: best of a Ray Tune search") and "# Command: cmd" in shipped
-    assert yaml.safe_load(shipped) == kgin.params
+    assert yaml.safe_load(shipped) == {**kgin.params, "stopping_step": 2}  # the seed runs' patience too
     assert (output / "search" / "BPR" / "trials.md").is_file()
 
     def must_not_run(*args, **kwargs):

@@ -1,0 +1,72 @@
+"""Tuned defaults shipped as ``properties/model/<Model>/<dataset>.yaml``: each names the
+search that produced it, holds only values its model's search space can give, and is
+what a run on that dataset uses unless told otherwise."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from recbole_kgin.config import PROPERTIES_DIR, Config
+from recbole_kgin.search_space import load_space
+from recbole_kgin.tuned_compare import TRAINING_KEYS
+
+SHIPPED = sorted(PROPERTIES_DIR.glob("model/*/*.yaml"))
+COMPARED = {"lastfm": ("KGIN", "KGAT", "KGCN", "CKE", "BPR")}
+
+
+def test_every_compared_model_ships_its_tuned_defaults():
+    shipped = {(path.parent.name, path.stem) for path in SHIPPED}
+    for dataset, models in COMPARED.items():
+        assert {(model, dataset) for model in models} <= shipped
+
+
+def _inside(value, spec) -> bool:
+    if not isinstance(spec, dict):
+        return value == spec
+    sampler, arguments = next(iter(spec.items()))
+    if sampler in ("choice", "grid"):
+        return value in arguments
+    low, high = arguments
+    return low <= value < high if sampler == "randint" else low <= value <= high
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_a_shipped_file_names_its_search_and_stays_inside_its_space(path):
+    model, dataset = path.parent.name, path.stem
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith(f"# {model} on {dataset}: best of a Ray Tune search")
+    command = next(line for line in text.splitlines() if line.startswith("# Command: "))
+    assert f"--dataset {dataset} " in command and model in command.split("--compare ")[1].split()[0].split(",")
+    values = yaml.safe_load(text)
+    space = load_space(model)
+    assert set(space) <= set(values), "every searched key is pinned"
+    for key, value in values.items():
+        if key in space:
+            assert _inside(value, space[key]), f"{key}: {value} is outside {space[key]}"
+        else:
+            assert key in TRAINING_KEYS and f"--{key}={value} " in command + " ", f"{key} is neither searched nor set"
+
+
+def _empty_dataset(root, dataset):
+    folder = root / dataset
+    folder.mkdir(parents=True)
+    headers = {
+        "inter": "user_id:token\titem_id:token",
+        "kg": "head_id:token\trelation_id:token\ttail_id:token",
+        "link": "item_id:token\tentity_id:token",
+    }
+    for suffix, header in headers.items():
+        (folder / f"{dataset}.{suffix}").write_text(header + "\n")
+
+
+@pytest.mark.parametrize("dataset", sorted(COMPARED))
+def test_a_run_on_the_dataset_takes_the_tuned_defaults_unless_told_otherwise(tmp_path, dataset):
+    _empty_dataset(tmp_path, dataset)
+    tuned = yaml.safe_load((PROPERTIES_DIR / "model" / "KGIN" / f"{dataset}.yaml").read_text())
+    config = Config("KGIN", dataset, None, {"data_path": str(tmp_path)})
+    assert {key: config[key] for key in tuned} == tuned
+    assert Config("KGIN", dataset, None, {"data_path": str(tmp_path), "learning_rate": 0.5})["learning_rate"] == 0.5
+    other = "ml-100k" if dataset != "ml-100k" else "lastfm"
+    _empty_dataset(tmp_path, other)
+    assert Config("KGIN", other, None, {"data_path": str(tmp_path)})["learning_rate"] == 1e-4  # the authors' default
