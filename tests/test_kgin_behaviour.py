@@ -20,6 +20,20 @@ def toy(toy_root, **overrides):
     return model, loaders, trainer
 
 
+def test_the_model_logs_its_graph_sizes_and_shape(toy_root):
+    model, (train_data, _, _), _ = toy(toy_root, n_factors=3, context_hops=2, ind="cosine")
+    dataset = train_data.dataset
+    kg = dataset.kg_feat
+    triples = set(zip(kg["head_id"].tolist(), kg["relation_id"].tolist(), kg["tail_id"].tolist()))  # duplicates once
+    text = str(model)  # what RecBole's quick start logs
+    assert text.startswith(
+        f"KGIN(users={dataset.user_num}, entities={dataset.entity_num} (items={dataset.item_num}), "
+        f"kg_relations={dataset.relation_num - 2}, kg_triples={len(triples)}, "
+        f"interactions={len(dataset.inter_feat)}, intents=3, d=64, hops=2, ind=cosine, fused_kernel="
+    )
+    assert "Trainable parameters" in text
+
+
 def test_full_sort_predict_is_deterministic_in_eval_mode(toy_root):
     model, _, _ = toy(toy_root, node_dropout_rate=0.5, mess_dropout_rate=0.3)
     model.eval()

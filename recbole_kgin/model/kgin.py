@@ -153,6 +153,16 @@ class KGIN(KnowledgeRecommender):
         self._reset_parameters()
         self._eval_cache: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
 
+    def extra_repr(self) -> str:
+        """What ``logger.info(model)`` shows beside the parameter count: the graph's
+        sizes and the model's shape."""
+        return (
+            f"users={self.n_users}, entities={self.n_entities} (items={self.n_items}), "
+            f"kg_relations={self.n_kg_relations}, kg_triples={len(self.kg.heads)}, "
+            f"interactions={self.interactions.n_edges}, intents={self.n_factors}, d={self.embedding_size}, "
+            f"hops={self.context_hops}, ind={self.ind}, fused_kernel={self.kg.fused}"
+        )
+
     # --- construction --------------------------------------------------------------
     @staticmethod
     def _kg_triples(dataset) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
