@@ -241,7 +241,11 @@ class KGIN(KnowledgeRecommender):
         return super().train(mode)
 
     def calculate_loss(self, interaction) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(BPR, weighted L2, weighted independence) for one mini-batch (Eq. 14)."""
+        """(BPR, weighted L2, weighted independence) for one mini-batch (Eq. 14).
+
+        Shapes: ``interaction`` holds B users, B positive and B negative items; each
+        returned loss is a scalar.
+        """
         self._eval_cache = None
         batch_users, user_rows = _unique_ids(interaction[self.USER_ID], self.n_users)
         user_final, item_final = self.forward(batch_users)
@@ -267,12 +271,14 @@ class KGIN(KnowledgeRecommender):
         return self._eval_cache
 
     def predict(self, interaction) -> torch.Tensor:
+        """Scores ``e_u^* . e_i^*`` (Eq. 13) of B (user, item) pairs -> (B,)."""
         user_all, item_all = self._final_embeddings()
         users = user_all.index_select(0, interaction[self.USER_ID])
         items = item_all.index_select(0, interaction[self.ITEM_ID])
         return (users * items).sum(dim=1)
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
+        """Scores of B users against every item, row after row -> (B * n_items,)."""
         user_all, item_all = self._final_embeddings()
         users = user_all.index_select(0, interaction[self.USER_ID])
         return (users @ item_all.t()).reshape(-1)
