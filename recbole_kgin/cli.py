@@ -279,7 +279,7 @@ def _tuned_compare(args: argparse.Namespace, overrides: Dict[str, Any], models: 
     outcome = run_tuned_comparison(
         models, args.dataset, budget, config_file_list(args), overrides, args.output, args.force, command
     )
-    print(format_table(outcome["summaries"], outcome["significance"], budget))
+    print(format_table(outcome["summaries"], outcome["significance"], budget, outcome["metrics"]))
     print(f"outputs: {outcome['output']}")
     return 1 if any(summary.error for summary in outcome["summaries"]) else 0
 

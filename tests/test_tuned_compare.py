@@ -118,3 +118,27 @@ def test_split_seed_fixes_the_split_while_seed_varies_the_rest(toy_root):
     fixed_2, weights_2 = test_pairs(seed=2, split_seed=7)
     assert fixed_1 == fixed_2 and not torch.equal(weights_1, weights_2)  # one split, two initialisations
     assert test_pairs(seed=1)[0] != test_pairs(seed=2)[0]  # without it the seed moves the split (RecBole)
+
+
+def test_cli_prints_the_table_and_the_outputs_of_a_finished_comparison(toy_root, tmp_path, capsys, monkeypatch):
+    from recbole_kgin.cli import main
+
+    row = tuned_compare.ModelSummary(
+        "KGIN", {"learning_rate": 0.01}, 0.5, 2, {"recall@5": 0.25, "ndcg@5": 0.125}, {"recall@5": 0.01, "ndcg@5": 0.02},
+        3.5, 0.2, 1.5, 1,
+    )  # fmt: skip
+    seen = {}
+
+    def finished(models, dataset, budget, *args):
+        seen.update(models=models, budget=budget, command=args[-1])
+        return {"summaries": [row], "significance": None, "output": str(tmp_path), "metrics": ["recall@5", "ndcg@5"]}
+
+    monkeypatch.setattr(tuned_compare, "run_tuned_comparison", finished)
+    argv = ["--dataset", "toy", "--compare", "KGIN", "--tune_trials", "2", "--seeds", "2", "--tune_epochs", "3",
+            f"--data_path={toy_root}"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| KGIN | 0.2500 ± 0.0100 | 0.1250 ± 0.0200 | 3.5 | 0.20 | 1.5 | 2 | 1 of 2 hit the cap |" in out
+    assert f"outputs: {tmp_path}" in out
+    assert seen["models"] == ["KGIN"] and (seen["budget"].trials, seen["budget"].seeds, seen["budget"].tune_epochs) == (2, 2, 3)
+    assert "--compare KGIN --tune_trials 2" in seen["command"]
