@@ -47,6 +47,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from recbole_kgin.data.item_names import read_item_names
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.model import KGIN
 from recbole_kgin.model.independence import distance_correlation_matrix
@@ -79,6 +80,7 @@ class Explanation:
     # sorted by weight: {"intent", "weight", "top_relations" (alpha), "relations_behind_item"}
     intents: List[Dict[str, Any]]
     item: str
+    item_name: str  # from the dataset's .item file; "" when it has none
     score: float
     score_terms: Dict[str, float]  # ego, hop-1, hop-2, remaining hops
     paths: List[RelationalPath]
@@ -103,9 +105,10 @@ def load_checkpoint(model_file: str) -> Tuple[Any, KGIN, Any]:
 class Explainer:
     """Explanations for one trained KGIN (see the module docstring)."""
 
-    def __init__(self, model: KGIN, dataset) -> None:
+    def __init__(self, model: KGIN, dataset, item_names: Optional[Dict[str, str]] = None) -> None:
         self.model = model.eval()
         self.dataset = dataset
+        self.item_names = item_names or {}  # item token -> title, where the dataset has one
         self.uid_field, self.iid_field = dataset.uid_field, dataset.iid_field
         self.relation_names = list(dataset.field2id_token[dataset.relation_field][1 : model.n_kg_relations + 1])
         self.entity_tokens = dataset.field2id_token[dataset.entity_field]
@@ -130,9 +133,14 @@ class Explainer:
                 f"unknown item '{token}': not a KG-linked item id of dataset {self.dataset.dataset_name}"
             ) from None
 
+    def item_label(self, token: str) -> str:
+        """``2571 (Matrix, The)`` where the item has a name, else the bare id."""
+        name = self.item_names.get(token)
+        return f"{token} ({name})" if name else token
+
     def node_name(self, entity: int) -> str:
         if entity < self.model.n_items:
-            return f"item {self.item_tokens[entity]}"
+            return f"item {self.item_label(str(self.item_tokens[entity]))}"
         return str(self.entity_tokens[entity])
 
     # --- intents -----------------------------------------------------------------
@@ -173,8 +181,8 @@ class Explainer:
         scores[torch.as_tensor(seen, dtype=torch.long)] = -np.inf
         best = torch.topk(scores, min(top, int(torch.isfinite(scores).sum())))
         return [
-            {"item": str(self.item_tokens[i]), "score": float(s)}
-            for s, i in zip(best.values.tolist(), best.indices.tolist())
+            {"item": token, "name": self.item_names.get(token, ""), "score": score}
+            for score, token in zip(best.values.tolist(), (str(self.item_tokens[i]) for i in best.indices.tolist()))
         ]
 
     def _hops(self) -> None:
@@ -295,6 +303,7 @@ class Explainer:
             user=str(user_token),
             intents=intents,
             item=str(item_token),
+            item_name=self.item_names.get(str(item_token), ""),
             score=float(self.item_final[item] @ self.user_final[user]),
             score_terms=self.score_terms(user, item),
             paths=self.top_paths(table, beta, chosen, top),
@@ -311,7 +320,8 @@ def render_text(explanation: Explanation, distinctness: Dict[str, List[List[floa
         lines.append(f"  intent {intent['intent']}: {intent['weight']:.3f}")
         lines.append(f"    top relations (alpha):            {relations}")
         lines.append(f"    relations behind item {explanation.item}: {behind}")
-    lines += ["", f"item {explanation.item}: score {explanation.score:.4f} = "
+    named = f"{explanation.item} ({explanation.item_name})" if explanation.item_name else explanation.item
+    lines += ["", f"item {named}: score {explanation.score:.4f} = "
               + " + ".join(f"{v:.4f} ({k})" for k, v in explanation.score_terms.items())]
     lines.append(f"top paths under intents {explanation.chosen_intents} (contribution = share x affinity):")
     for path in explanation.paths:
@@ -323,7 +333,10 @@ def render_text(explanation: Explanation, distinctness: Dict[str, List[List[floa
             + " ".join(hops)
         )
     lines += ["", "top recommendations (training items excluded):"]
-    lines += [f"  {i + 1}. item {r['item']}  {r['score']:.4f}" for i, r in enumerate(explanation.recommendations)]
+    lines += [
+        f"  {i + 1}. item {r['item']}  {r['score']:.4f}" + (f"  {r['name']}" if r["name"] else "")
+        for i, r in enumerate(explanation.recommendations)
+    ]
     lines += ["", "intent distinctness (distance correlation | cosine, off-diagonal):"]
     dcor, cosine = np.array(distinctness["distance_correlation"]), np.array(distinctness["cosine"])
     for p in range(len(dcor)):
@@ -393,8 +406,11 @@ def run_explain(
 ) -> str:
     """Explain ``user`` (and ``item``) from a checkpoint; writes figures and the text
     (or JSON) next to them in ``output`` and returns what is printed."""
-    _, model, dataset = load_checkpoint(model_file)
-    explainer = Explainer(model, dataset)
+    config, model, dataset = load_checkpoint(model_file)
+    names = read_item_names(
+        config["data_path"], config["dataset"], dataset.iid_field, config["field_separator"], config["encoding"] or "utf-8"
+    )
+    explainer = Explainer(model, dataset, names)
     explanation = explainer.explain(user, item, top, n_intents)
     folder = Path(output or Path("explanations") / Path(model_file).stem)
     explanation.figures = save_figures(explainer, explanation, folder)

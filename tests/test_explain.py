@@ -78,13 +78,20 @@ def test_cli_writes_text_json_and_figures_without_retraining(trained, tmp_path, 
         assert fragment in text
     recommended = [line.split()[2] for line in text.splitlines() if line.strip().startswith(("1.", "2.", "3."))]
     assert len(recommended) == 3 and not set(recommended) & {i[1:] for i in history["u1"]}
+    top_line = next(line for line in text.splitlines() if line.strip().startswith("1."))
+    number = int(recommended[0][1:])
+    name = f"{'red' if number < 20 else 'blue'} thing {number}"
+    assert top_line.endswith(name)  # named from colors.item
+    assert f"item {recommended[0]} ({name}): score" in text
+    assert "-[color]-> red" in text or "-[color]-> blue" in text
     assert (output / "intent_relations.png").read_bytes()[:4] == b"\x89PNG"
     assert (output / "user_u1_intents.png").read_bytes()[:4] == b"\x89PNG"
     assert (output / "user_u1.txt").read_text().strip() == text.strip()
 
     assert main(["--explain", checkpoint, "--user", "u1", "--item", "i3", "--json", "--output", str(output)]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["item"] == "i3" and len(report["intents"]) == 2
+    assert report["item"] == "i3" and report["item_name"] == "red thing 3" and len(report["intents"]) == 2
+    assert all(r["name"] == f"{'red' if int(r['item'][1:]) < 20 else 'blue'} thing {r['item'][1:]}" for r in report["recommendations"])
     assert abs(sum(i["weight"] for i in report["intents"]) - 1) < 1e-6
     assert len(report["intent_distinctness"]["distance_correlation"]) == 2
 
@@ -138,7 +145,7 @@ def test_intent_relations_figure_stays_readable_with_many_relations(tmp_path):
             return [{"relation": self.relation_names[r], "weight": float(alpha[intent, r])} for r in order.tolist()]
 
     explanation = Explanation(
-        user="u", intents=[{"intent": p, "weight": 0.25} for p in range(4)], item="i", score=0.0,
+        user="u", intents=[{"intent": p, "weight": 0.25} for p in range(4)], item="i", item_name="", score=0.0,
         score_terms={}, paths=[], recommendations=[], chosen_intents=[0],
     )  # fmt: skip
     figures = save_figures(ManyRelations(), explanation, tmp_path)
@@ -146,3 +153,17 @@ def test_intent_relations_figure_stays_readable_with_many_relations(tmp_path):
     width, height = struct.unpack(">II", header[16:24])
     assert width <= 1800 and height <= 1200
     assert asked == [(p, RELATIONS_PER_INTENT) for p in range(4)]
+
+
+def test_item_names_come_from_the_item_file_when_it_has_a_title_column(tmp_path):
+    from recbole_kgin.data.item_names import read_item_names
+
+    assert read_item_names(str(tmp_path), "none", "item_id") == {}  # no .item file
+    (tmp_path / "a.item").write_text("item_id:token\tgenre:token\n1\tDrama\n")
+    assert read_item_names(str(tmp_path), "a", "item_id") == {}  # no title-like column
+    (tmp_path / "b.item").write_text(
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\n1\tToy Story\t1995\n2\t\t1995\n3\n"
+    )
+    assert read_item_names(str(tmp_path), "b", "item_id") == {"1": "Toy Story"}  # empty and short rows skipped
+    (tmp_path / "c.item").write_text("artist_name:token_seq,item_id:token\nQueen,7\n")
+    assert read_item_names(str(tmp_path), "c", "item_id", separator=",") == {"7": "Queen"}

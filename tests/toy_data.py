@@ -61,6 +61,8 @@ def write_colors(folder, n_shapes=10):
     write_atomic(folder / "colors.inter", ["user_id:token", "item_id:token"], inter)
     write_atomic(folder / "colors.kg", ["head_id:token", "relation_id:token", "tail_id:token"], triples)
     write_atomic(folder / "colors.link", ["item_id:token", "entity_id:token"], [(f"i{i}", f"e{i}") for i in range(N_ITEMS)])
+    names = [(f"i{i}", f"{'red' if i < 20 else 'blue'} thing {i}", i % n_shapes) for i in range(N_ITEMS)]
+    write_atomic(folder / "colors.item", ["item_id:token", "item_name:token_seq", "shape:token"], names)
     history = {}
     for user, item in inter:
         history.setdefault(user, set()).add(item)
