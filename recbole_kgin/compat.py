@@ -4,8 +4,9 @@ RecBole 1.2.1 (the latest release) breaks in four places on the versions that pi
 installs today, one of its modules slows every model trained after it is imported
 (fix 5), two of its own bugs reach our users (fix 6: data-dependent metrics
 crash, for every model; fix 7: negative sampling that loops forever), every run
-printed third-party warnings that mean nothing to them (fix 8), and its distributed
-training works on GPUs only (fix 9). Each fix below names the
+printed third-party warnings that mean nothing to them (fix 8), its distributed
+training works on GPUs only (fix 9), and its workers race to create the same folders
+(fix 10). Each fix below names the
 RecBole line it addresses and leaves the math of the affected model unchanged.
 :func:`apply` installs all of them; it is idempotent and runs when
 :mod:`recbole_kgin` is imported.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
+import os
 import types
 import warnings
 from typing import Any, Dict
@@ -305,6 +307,27 @@ def _patch_ddp_on_cpu() -> None:
     trainer.DistributedDataParallel = _ddp_on_any_device
 
 
+# --- 10. Folders created by several processes at once --------------------------------
+# recbole/utils/utils.py:51-52 (ensure_dir) checks ``os.path.exists`` and then calls
+# ``os.makedirs``; distributed workers start together and each creates ``./log/<model>``
+# (recbole/utils/logger.py:77-79) and the checkpoint folder (recbole/trainer/trainer.py:131),
+# so the slower one dies with FileExistsError when the other created it in between (seen
+# with two Gloo workers on a busy machine). Every module that imported ensure_dir gets one
+# that creates the folder with exist_ok.
+ENSURE_DIR_MODULES = ("recbole.utils.utils", "recbole.utils", "recbole.utils.logger", "recbole.data.utils",
+                      "recbole.trainer.trainer")  # fmt: skip
+
+
+def _ensure_dir(dir_path: str) -> None:
+    """Create ``dir_path`` unless it exists, also when another process creates it meanwhile."""
+    os.makedirs(dir_path, exist_ok=True)
+
+
+def _patch_ensure_dir_race() -> None:
+    for name in ENSURE_DIR_MODULES:
+        importlib.import_module(name).ensure_dir = _ensure_dir
+
+
 def apply() -> None:
     """Install every fix; calling it again changes nothing."""
     _patch_trainer_torch_load()
@@ -316,3 +339,4 @@ def apply() -> None:
     _patch_sampler_checks()
     _silence_known_warnings()
     _patch_ddp_on_cpu()
+    _patch_ensure_dir_race()

@@ -130,3 +130,26 @@ def test_known_third_party_warnings_are_silenced_at_their_source_only(category, 
         warnings.warn_explicit(text + " (from us)", category, "y.py", 1, module="recbole_kgin.data.validate")
         warnings.warn_explicit("another warning", category, "x.py", 2, module=source)
     assert [str(w.message) for w in seen] == [text + " (from us)", "another warning"]
+
+
+def test_a_folder_another_worker_creates_meanwhile_is_no_error(tmp_path, monkeypatch):
+    import importlib
+    import importlib.util
+    import os
+
+    import recbole.utils.utils as recbole_utils
+
+    spec = importlib.util.spec_from_file_location("recbole_utils_as_shipped", recbole_utils.__file__)
+    as_shipped = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(as_shipped)  # RecBole's own ensure_dir, untouched by compat
+    folder = tmp_path / "log" / "KGIN"
+    folder.mkdir(parents=True)
+    with monkeypatch.context() as race:
+        race.setattr(os.path, "exists", lambda path: False)  # checked before the other worker created it
+        with pytest.raises(FileExistsError):
+            as_shipped.ensure_dir(str(folder))
+        for name in compat.ENSURE_DIR_MODULES:
+            importlib.import_module(name).ensure_dir(str(folder))
+    new = tmp_path / "saved" / "nested"
+    recbole_trainer.ensure_dir(str(new))
+    assert new.is_dir()
