@@ -147,7 +147,7 @@ def cluster(request, toy_root, tmp_path):
 def _search(address: str, toy_root: Path, tmp_path: Path, **kwargs):
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
-    settings = {**TOY, "data_path": str(toy_root), "epochs": 3, "stopping_step": 100}
+    settings = {**TOY, "data_path": str(toy_root), "epochs": 60, "stopping_step": 100}  # trials long enough to overlap
     return run_tune(str(space), "BPR", "toy", None, settings, num_samples=4, address=address, scheduler="fifo",
                     output=str(tmp_path / "out"), retrain=False, **kwargs)  # fmt: skip
 
