@@ -14,7 +14,7 @@ the user side only the batch's users (users never exchange messages).
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -23,6 +23,15 @@ import torch.nn.functional as F
 from recbole_kgin.model.fused import FusedHop, relational_mean
 
 Prepared = Tuple["CSRPattern", torch.Tensor]  # a batch's pattern and its values
+
+
+class KGBatch(NamedTuple):
+    """A batch's KG operators on the torch path: hops into all entities, the last hop into items."""
+
+    inner: Prepared
+    last: Prepared
+
+
 RUN_LOOP_MIN_ROWS = 1024  # mean rows per relation run above which runs are looped over
 
 
@@ -298,7 +307,7 @@ class KnowledgeGraph:
                 pattern, positions = pattern.select(keep.index_select(0, edges))
                 edges = edges.index_select(0, positions)
             prepared.append((pattern, edge_values.index_select(0, edges)))
-        return prepared[0], prepared[1]
+        return KGBatch(*prepared)
 
     def aggregate(
         self, prepared, last: bool, entity: torch.Tensor, relation: torch.Tensor
@@ -310,7 +319,7 @@ class KnowledgeGraph:
         if self.fused:
             return relational_mean(entity, relation, prepared, self.n_items if last else self.n_entities, self.n_items)
         hop = self.last if last else self.inner
-        pattern, values = prepared[1] if last else prepared[0]
+        pattern, values = prepared.last if last else prepared.inner
         out = _RelationalMean.apply(entity, relation, values.to(entity.dtype), pattern, hop)
         return out, entity[: self.n_items]
 
