@@ -133,14 +133,10 @@ class Explainer:
                 f"unknown item '{token}': not a KG-linked item id of dataset {self.dataset.dataset_name}"
             ) from None
 
-    def item_label(self, token: str) -> str:
-        """``2571 (Matrix, The)`` where the item has a name, else the bare id."""
-        name = self.item_names.get(token)
-        return f"{token} ({name})" if name else token
-
     def node_name(self, entity: int) -> str:
         if entity < self.model.n_items:
-            return f"item {self.item_label(str(self.item_tokens[entity]))}"
+            token = str(self.item_tokens[entity])
+            return f"item {labelled(token, self.item_names.get(token, ''))}"
         return str(self.entity_tokens[entity])
 
     # --- intents -----------------------------------------------------------------
@@ -312,6 +308,11 @@ class Explainer:
         )
 
 
+def labelled(token: str, name: str) -> str:
+    """An item as ``2571 (Matrix, The)`` where it has a name, else its bare id."""
+    return f"{token} ({name})" if name else token
+
+
 def render_text(explanation: Explanation, distinctness: Dict[str, List[List[float]]]) -> str:
     lines = [f"user {explanation.user}", "", "intents (beta, the user's attention):"]
     for intent in explanation.intents:
@@ -320,8 +321,7 @@ def render_text(explanation: Explanation, distinctness: Dict[str, List[List[floa
         lines.append(f"  intent {intent['intent']}: {intent['weight']:.3f}")
         lines.append(f"    top relations (alpha):            {relations}")
         lines.append(f"    relations behind item {explanation.item}: {behind}")
-    named = f"{explanation.item} ({explanation.item_name})" if explanation.item_name else explanation.item
-    lines += ["", f"item {named}: score {explanation.score:.4f} = "
+    lines += ["", f"item {labelled(explanation.item, explanation.item_name)}: score {explanation.score:.4f} = "
               + " + ".join(f"{v:.4f} ({k})" for k, v in explanation.score_terms.items())]
     lines.append(f"top paths under intents {explanation.chosen_intents} (contribution = share x affinity):")
     for path in explanation.paths:
