@@ -176,9 +176,10 @@ class Explainer:
         seen = self.history.indices[self.history.indptr[user] : self.history.indptr[user + 1]]
         scores[torch.as_tensor(seen, dtype=torch.long)] = -np.inf
         best = torch.topk(scores, min(top, int(torch.isfinite(scores).sum())))
+        tokens = [str(self.item_tokens[i]) for i in best.indices.tolist()]
         return [
             {"item": token, "name": self.item_names.get(token, ""), "score": score}
-            for score, token in zip(best.values.tolist(), (str(self.item_tokens[i]) for i in best.indices.tolist()))
+            for token, score in zip(tokens, best.values.tolist())
         ]
 
     def _hops(self) -> None:

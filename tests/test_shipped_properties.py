@@ -13,6 +13,7 @@ import yaml
 from recbole_kgin.config import PROPERTIES_DIR, Config
 from recbole_kgin.search_space import load_space
 from recbole_kgin.tuned_compare import TRAINING_KEYS
+from toy_data import write_atomic
 
 SHIPPED = sorted(PROPERTIES_DIR.glob("model/*/*.yaml"))
 COMPARISONS = Path(__file__).resolve().parents[1] / "comparisons"  # the committed tuned comparisons
@@ -63,15 +64,11 @@ def test_a_shipped_file_names_its_search_and_stays_inside_its_space(path):
 
 
 def _empty_dataset(root, dataset):
+    """Header-only atomic files: enough for a Config to find the dataset."""
     folder = root / dataset
-    folder.mkdir(parents=True)
-    headers = {
-        "inter": "user_id:token\titem_id:token",
-        "kg": "head_id:token\trelation_id:token\ttail_id:token",
-        "link": "item_id:token\tentity_id:token",
-    }
-    for suffix, header in headers.items():
-        (folder / f"{dataset}.{suffix}").write_text(header + "\n")
+    write_atomic(folder / f"{dataset}.inter", ["user_id:token", "item_id:token"], [])
+    write_atomic(folder / f"{dataset}.kg", ["head_id:token", "relation_id:token", "tail_id:token"], [])
+    write_atomic(folder / f"{dataset}.link", ["item_id:token", "entity_id:token"], [])
 
 
 @pytest.mark.parametrize("dataset", sorted({path.stem for path in SHIPPED if path.parent.name == "KGIN"}))
