@@ -6,6 +6,12 @@
 Every trial trains through recbole-kgin's pipeline and reports the **validation**
 metric (``valid_metric``) after **every** epoch, so the ASHA scheduler (default) can
 stop weak trials early; RecBole's own early stopping still applies inside a trial.
+A trial also hands Ray a checkpoint of its training (recbole_kgin.resumable's ``.last``
+state) at the first report after every ``checkpoint_seconds`` (default 300) of training,
+so a search killed and resumed (``resume``) continues each unfinished trial from its last
+checkpoint and ends as it would have uninterrupted (CPU, same seeds). Ray keeps each
+trial's latest two checkpoints; they are deleted once every trial has ended. A trial
+resumed or restarted reports some epochs twice; its row counts each epoch's latest report.
 The test set is touched once, at the end, when the best configuration is retrained
 and evaluated. A trial that raises (bad value, out of memory) is marked failed and
 the search goes on.
@@ -30,6 +36,9 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -45,6 +54,8 @@ from recbole_kgin.utils import write_text_atomically
 SEARCHERS = ("random", "optuna", "hyperopt")
 SCHEDULERS = ("asha", "fifo")
 QUIET = {"show_progress": False, "state": "WARNING"}
+CHECKPOINT_SECONDS = 300.0  # a trial's training time between two checkpoints
+TRIAL_CHECKPOINT = "trial.pth"  # the trial's checkpoint is its ``.last`` file (recbole_kgin.resumable)
 
 
 @dataclass
@@ -65,15 +76,18 @@ def _trainable(
     config_files: Optional[List[str]],
     fixed: Dict[str, Any],
     data: Tuple[DatasetFiles, str, Any],
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
 ) -> None:
-    """One trial: check (or write) the dataset on this node, train, and report the
-    validation metrics after every epoch, with the node and the threads it ran on."""
+    """One trial: check (or write) the dataset on this node, train (from Ray's checkpoint
+    of it, if it has one), and report the validation metrics after every epoch, with the
+    node and the threads it ran on, and a checkpoint every ``checkpoint_seconds``."""
     import ray
     import torch
-    from ray.air import session
+    from ray.air import Checkpoint, session
     from recbole.utils import init_seed
 
     from recbole_kgin.quick_start import build
+    from recbole_kgin.resumable import last_checkpoint_path
 
     expected, mode, payload_ref = data
     problem, data_path = prepare_here(expected, mode, lambda: ray.get(payload_ref))
@@ -84,6 +98,13 @@ def _trainable(
     config = Config(model, dataset, config_files, {**fixed, **params, **QUIET, **devices})
     init_seed(config["seed"], config["reproducibility"])
     _, (train_data, valid_data, _), _, trainer = build(config, saved=False)
+    scratch = tempfile.mkdtemp(prefix="recbole-kgin-trial-")
+    checkpoint_file = last_checkpoint_path(os.path.join(scratch, TRIAL_CHECKPOINT))
+    restored = session.get_checkpoint()
+    if restored is not None:
+        restored.to_directory(scratch)
+        trainer.resume_checkpoint(checkpoint_file, train_data)
+    trainer.saved_model_file = os.path.join(scratch, TRIAL_CHECKPOINT)  # where the .last state goes
     latest: Dict[str, float] = {}
     valid_epoch = trainer._valid_epoch
     node = ray.get_runtime_context().get_node_id()
@@ -94,20 +115,29 @@ def _trainable(
         latest.update(result)
         return score, result
 
+    last_checkpoint = [time.monotonic()]
+
     def report(epoch: int, score: float) -> None:
-        session.report(
-            {
-                "valid_score": float(score),
-                "epoch": epoch + 1,
-                "stopped_by_recbole": trainer.cur_step > trainer.stopping_step,
-                "node": node,
-                "threads": torch.get_num_threads(),
-                **{f"valid/{name}": float(value) for name, value in latest.items()},
-            }
-        )
+        metrics = {
+            "valid_score": float(score),
+            "epoch": epoch + 1,
+            "stopped_by_recbole": trainer.cur_step > trainer.stopping_step,
+            "node": node,
+            "threads": torch.get_num_threads(),
+            **{f"valid/{name}": float(value) for name, value in latest.items()},
+        }
+        if time.monotonic() - last_checkpoint[0] < checkpoint_seconds:
+            session.report(metrics)
+            return
+        trainer._save_last_checkpoint(epoch, train_data)
+        session.report(metrics, checkpoint=Checkpoint.from_directory(scratch))  # Ray copies it
+        last_checkpoint[0] = time.monotonic()
 
     trainer._valid_epoch = remembering_valid_epoch
-    trainer.fit(train_data, valid_data, verbose=False, saved=False, show_progress=False, callback_fn=report)
+    try:
+        trainer.fit(train_data, valid_data, verbose=False, saved=False, show_progress=False, callback_fn=report)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _search_algorithm(name: str, space: Dict[str, Any], metric: str, mode: str, max_concurrent: Optional[int]):
@@ -133,10 +163,25 @@ def _search_algorithm(name: str, space: Dict[str, Any], metric: str, mode: str, 
     return searcher
 
 
+def final_run(frame):
+    """A trial's reports (Ray's metrics frame, one row per report, in order) as its final
+    run made them. A trial that was resumed from a checkpoint, or restarted, reports epochs
+    again that its earlier run had reported: each report of epoch e replaces the earlier
+    reports of epochs e and later."""
+    if frame is None or "epoch" not in getattr(frame, "columns", []):
+        return frame
+    kept: List[int] = []
+    for position, epoch in enumerate(frame["epoch"]):
+        while kept and frame["epoch"].iloc[kept[-1]] >= epoch:
+            kept.pop()
+        kept.append(position)
+    return frame.iloc[kept]
+
+
 def _trial_rows(result_grid, max_epochs: int, bigger: bool) -> List[TrialRow]:
     rows = []
     for index, result in enumerate(result_grid):
-        frame = result.metrics_dataframe
+        frame = final_run(result.metrics_dataframe)
         reported = frame is not None and "valid_score" in getattr(frame, "columns", [])
         scores = list(frame["valid_score"]) if reported else []
         best = (max(scores) if bigger else min(scores)) if scores else None
@@ -210,12 +255,14 @@ def run_tune(
     retrain: bool = True,
     resume: bool = False,
     data_on_nodes: Optional[str] = None,
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
 ) -> Dict[str, Any]:
     """Run the search; returns ``{"trials", "best_params", "best_valid_score",
     "best_config_file", "test_result", "retrained_valid_score", "valid_metric"}``
     (the retrained values are None when ``retrain`` is False). With ``resume``, a search
     whose Ray records are in the output folder continues: its finished trials are kept
-    (Ray's ``Tuner.restore``), unfinished ones run again. ``data_on_nodes``: ``ship``
+    (Ray's ``Tuner.restore``), unfinished ones continue from their last checkpoint (taken
+    every ``checkpoint_seconds`` of a trial's training) or, without one, run again. ``data_on_nodes``: ``ship``
     (default with ``address``) or ``shared`` (default otherwise), see
     :mod:`recbole_kgin.data.on_nodes`; checked on every node before any trial."""
     if search not in SEARCHERS:
@@ -263,6 +310,7 @@ def run_tune(
             tune.with_parameters(
                 _trainable, model=model, dataset=dataset, config_files=config_files or None,
                 fixed={**fixed, **threads}, data=(expected, data_mode, payload_ref),
+                checkpoint_seconds=checkpoint_seconds,
             ),  # fmt: skip
             {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
         )
@@ -274,7 +322,11 @@ def run_tune(
                 trainable, space, trial_scheduler, search_algorithm, mode, num_samples, max_concurrent, search,
                 output_dir, f"{model}-{dataset}",
             )  # fmt: skip
-        rows = _trial_rows(tuner.fit(), max_epochs, bigger)
+        result_grid = tuner.fit()
+        rows = _trial_rows(result_grid, max_epochs, bigger)
+        if result_grid.num_terminated + result_grid.num_errors == len(result_grid):  # over, not interrupted
+            for finished_checkpoint in experiment.glob("*/checkpoint_*"):
+                shutil.rmtree(finished_checkpoint, ignore_errors=True)
     finally:
         if started_here:
             ray.shutdown()
@@ -326,6 +378,9 @@ def _new_tuner(trainable, space, scheduler, search_algorithm, mode, num_samples,
             storage_path=str(output_dir / "ray"),
             verbose=1,
             failure_config=air.FailureConfig(max_failures=0, fail_fast=False),
+            # two: Ray's record of the experiment lags up to 10 s behind the trials, so at a
+            # kill it may still name the checkpoint before the latest
+            checkpoint_config=air.CheckpointConfig(num_to_keep=2),
         ),
     )
 

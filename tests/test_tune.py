@@ -113,3 +113,70 @@ def test_tiny_search_prunes_survives_failures_and_reproduces_the_best(tmp_path):
     assert 0.0 <= outcome["test_result"]["recall@5"] <= 1.0
     table = (tmp_path / "out" / "trials.md").read_text().splitlines()
     assert len(table) == 2 + 12  # header, separator, one row per trial
+
+
+def test_a_trials_final_run_counts_each_epochs_latest_report():
+    import pandas as pd
+
+    from recbole_kgin.tune import final_run
+
+    def frame(epochs):
+        return pd.DataFrame({"epoch": epochs, "valid_score": [0.01 * i for i in range(len(epochs))]})
+
+    plain = frame([1, 2, 3, 4])
+    assert final_run(plain).equals(plain)
+    # killed after epoch 5, resumed from the checkpoint of epoch 3
+    resumed = final_run(frame([1, 2, 3, 4, 5, 4, 5, 6]))
+    assert list(resumed["epoch"]) == [1, 2, 3, 4, 5, 6]
+    assert list(resumed["valid_score"]) == pytest.approx([0.0, 0.01, 0.02, 0.05, 0.06, 0.07])  # the later reports
+    # killed after epoch 3, restarted from scratch, stopped at 2
+    assert list(final_run(frame([1, 2, 3, 1, 2]))["valid_score"]) == pytest.approx([0.03, 0.04])
+    assert final_run(None) is None
+    assert final_run(pd.DataFrame({"valid_score": [0.1]}))["valid_score"].tolist() == [0.1]  # no epoch column
+
+
+@pytest.mark.slow
+def test_a_search_killed_mid_trial_resumes_the_trial_from_its_checkpoint(tmp_path, toy_root):
+    """As at the end of a session: the search's process group is killed mid-trial; run
+    again with resume, the trial continues from its checkpoint and its repeated epochs
+    score exactly as before the kill."""
+    import csv
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    space = space_file(tmp_path, "learning_rate: {grid: [0.01]}\n")
+    output = tmp_path / "out"
+    settings = {**TOY, "data_path": str(toy_root), "epochs": 700, "stopping_step": 1000}
+    arguments = dict(num_samples=1, scheduler="fifo", output=str(output), checkpoint_seconds=2.0, retrain=False)
+    code = f"from recbole_kgin.tune import run_tune\nrun_tune({space!r}, 'BPR', 'toy', None, {settings!r}, resume=True, **{arguments!r})"
+    search = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "search.log", "w"))  # fmt: skip
+    experiment = output / "ray" / "BPR-toy"
+    deadline = time.monotonic() + 300
+    try:
+        while True:  # until Ray's record of the experiment names a checkpoint: it is written every 10 s
+            assert search.poll() is None, "the search ended before it was killed: " + (tmp_path / "search.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            checkpoints = sorted(experiment.glob("*/checkpoint_*"))
+            states = sorted(experiment.glob("experiment_state-*.json"))
+            if checkpoints and states and states[-1].stat().st_mtime > checkpoints[0].stat().st_mtime:
+                break
+            time.sleep(0.2)
+    finally:
+        os.killpg(search.pid, signal.SIGKILL)
+        search.wait()
+
+    outcome = run_tune(space, "BPR", "toy", None, settings, resume=True, **arguments)
+    (trial,) = outcome["trials"]
+    assert trial.status == "completed" and trial.epochs_run == 700
+    (progress,) = experiment.glob("*/progress.csv")
+    reports = [(int(row["epoch"]), float(row["valid_score"])) for row in csv.DictReader(open(progress))]
+    epochs = [epoch for epoch, _ in reports]
+    assert epochs.count(1) == 1 and set(epochs) == set(range(1, 701))  # resumed, not restarted
+    repeated = {epoch for epoch in epochs if epochs.count(epoch) > 1}
+    for epoch in repeated:  # reported before the kill and again after the resume: the same training
+        assert len({score for e, score in reports if e == epoch}) == 1
+    assert not list(experiment.glob("*/checkpoint_*"))  # deleted once the trial ended
