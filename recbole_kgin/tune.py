@@ -265,33 +265,72 @@ def run_tune(
     every ``checkpoint_seconds`` of a trial's training) or, without one, run again. ``data_on_nodes``: ``ship``
     (default with ``address``) or ``shared`` (default otherwise), see
     :mod:`recbole_kgin.data.on_nodes`; checked on every node before any trial."""
-    if search not in SEARCHERS:
-        raise UserInputError(f"--search {search}: choose one of {', '.join(SEARCHERS)}")
-    if scheduler not in SCHEDULERS:
-        raise UserInputError(f"--scheduler {scheduler}: choose one of {', '.join(SCHEDULERS)}")
-    if num_samples < 1 or cpus_per_trial <= 0 or gpus_per_trial < 0:
-        raise UserInputError("--num_samples must be >= 1, --cpus_per_trial > 0, --gpus_per_trial >= 0")
     data_mode = data_on_nodes or (SHIP if address else SHARED)
-    if data_mode not in MODES:
-        raise UserInputError(f"--data_on_nodes {data_on_nodes}: choose {' or '.join(MODES)}")
+    _check_options(search, scheduler, num_samples, cpus_per_trial, gpus_per_trial, data_mode)
     space = load_space(space_file)
     # Resolve and check everything once in the driver; trials get absolute paths.
     config_files = [os.path.abspath(f) for f in config_file_list or []]
     base = Config(model, dataset, config_files, {**(config_dict or {}), **QUIET})
     fixed = {**(config_dict or {}), "data_path": os.path.dirname(os.path.abspath(base["data_path"]))}
-    expected = describe(Path(base["data_path"]), dataset)
     metric, bigger = base["valid_metric"], base["valid_metric_bigger"]
-    mode = "max" if bigger else "min"
-    max_epochs = base["epochs"]
     # a trial's threads: its CPUs, unless the user capped them (governed either way)
     threads = {"cpu_threads": max(1, int(cpus_per_trial)) if base["cpu_threads"] == "auto" else base["cpu_threads"]}
     output_dir = Path(output or f"results/tune-{model}-{dataset}").resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
+    trial_args = dict(
+        model=model, dataset=dataset, config_files=config_files or None, fixed={**fixed, **threads},
+        checkpoint_seconds=checkpoint_seconds,
+    )  # fmt: skip
+    rows = _run_search(
+        trial_args, describe(Path(base["data_path"]), dataset), data_mode, space, search, scheduler, bigger,
+        base["epochs"], grace_period, num_samples, max_concurrent, cpus_per_trial, gpus_per_trial, address,
+        output_dir / "ray", resume,
+    )  # fmt: skip
+    _write_trials(rows, output_dir)
+    finished = [row for row in rows if row.best_valid_score is not None and not row.status.startswith("failed")]
+    if not finished:
+        raise UserInputError(f"every trial failed; see {output_dir / 'trials.md'}")
+    pick = max if bigger else min
+    best = pick(finished, key=lambda row: row.best_valid_score)
+    best_file = output_dir / f"best_{model}_{dataset}.yaml"
+    write_best_config(best_file, model, dataset, {**fixed, **best.params}, best.best_valid_score, metric)
+    test_result, retrained_valid_score = _retrain_best(model, dataset, config_files, best_file, threads) if retrain else (None, None)
+    return {
+        "trials": rows,
+        "best_params": best.params,
+        "best_valid_score": best.best_valid_score,
+        "best_config_file": str(best_file),
+        "test_result": test_result,
+        "retrained_valid_score": retrained_valid_score,
+        "valid_metric": metric,
+    }
 
+
+def _check_options(search: str, scheduler: str, num_samples: int, cpus: float, gpus: float, data_mode: str) -> None:
+    if search not in SEARCHERS:
+        raise UserInputError(f"--search {search}: choose one of {', '.join(SEARCHERS)}")
+    if scheduler not in SCHEDULERS:
+        raise UserInputError(f"--scheduler {scheduler}: choose one of {', '.join(SCHEDULERS)}")
+    if num_samples < 1 or cpus <= 0 or gpus < 0:
+        raise UserInputError("--num_samples must be >= 1, --cpus_per_trial > 0, --gpus_per_trial >= 0")
+    if data_mode not in MODES:
+        raise UserInputError(f"--data_on_nodes {data_mode}: choose {' or '.join(MODES)}")
+
+
+def _run_search(
+    trial_args: Dict[str, Any], expected: DatasetFiles, data_mode: str, space: Dict[str, Any], search: str,
+    scheduler: str, bigger: bool, max_epochs: int, grace_period: int, num_samples: int,
+    max_concurrent: Optional[int], cpus_per_trial: float, gpus_per_trial: float, address: Optional[str],
+    ray_folder: Path, resume: bool,
+) -> List[TrialRow]:  # fmt: skip
+    """Start (or attach to) Ray, ship or check the dataset on every node, run the trials
+    (a new search, or the one Ray recorded in ``ray_folder`` when ``resume``) and return
+    one row per trial; once every trial has ended, their checkpoints are deleted."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    mode = "max" if bigger else "min"
     search_algorithm = _search_algorithm(search, space, "valid_score", mode, max_concurrent)
     started_here = not ray.is_initialized()
     if started_here:
@@ -307,59 +346,40 @@ def run_tune(
         payload_ref = ray.put(read_payload(expected)) if data_mode == SHIP else None
         prepare_every_node(expected, data_mode, payload_ref)
         trainable = tune.with_resources(
-            tune.with_parameters(
-                _trainable, model=model, dataset=dataset, config_files=config_files or None,
-                fixed={**fixed, **threads}, data=(expected, data_mode, payload_ref),
-                checkpoint_seconds=checkpoint_seconds,
-            ),  # fmt: skip
+            tune.with_parameters(_trainable, data=(expected, data_mode, payload_ref), **trial_args),
             {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
         )
-        experiment = output_dir / "ray" / f"{model}-{dataset}"
+        name = f"{trial_args['model']}-{trial_args['dataset']}"
+        experiment = ray_folder / name
         if resume and tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False)
         else:
             tuner = _new_tuner(
                 trainable, space, trial_scheduler, search_algorithm, mode, num_samples, max_concurrent, search,
-                output_dir, f"{model}-{dataset}",
+                ray_folder, name,
             )  # fmt: skip
         result_grid = tuner.fit()
-        rows = _trial_rows(result_grid, max_epochs, bigger)
         if result_grid.num_terminated + result_grid.num_errors == len(result_grid):  # over, not interrupted
             for finished_checkpoint in experiment.glob("*/checkpoint_*"):
                 shutil.rmtree(finished_checkpoint, ignore_errors=True)
+        return _trial_rows(result_grid, max_epochs, bigger)
     finally:
         if started_here:
             ray.shutdown()
 
-    _write_trials(rows, output_dir)
-    finished = [row for row in rows if row.best_valid_score is not None and not row.status.startswith("failed")]
-    if not finished:
-        raise UserInputError(f"every trial failed; see {output_dir / 'trials.md'}")
-    pick = max if bigger else min
-    best = pick(finished, key=lambda row: row.best_valid_score)
-    best_file = output_dir / f"best_{model}_{dataset}.yaml"
-    write_best_config(best_file, model, dataset, {**fixed, **best.params}, best.best_valid_score, metric)
 
-    test_result = retrained_valid_score = None
-    if retrain:
-        from recbole_kgin.quick_start import run_recbole_kgin
+def _retrain_best(
+    model: str, dataset: str, config_files: List[str], best_file: Path, threads: Dict[str, Any]
+) -> Tuple[Dict[str, Any], float]:
+    """Train the best configuration again (threads as in the trials, for the same numbers)
+    and evaluate it on test: ``(test_result, best_valid_score)``."""
+    from recbole_kgin.quick_start import run_recbole_kgin
 
-        # threads as in the trials, for the same numbers
-        retrained = run_recbole_kgin(model, dataset, config_files + [str(best_file)], {**QUIET, **threads})
-        test_result = dict(retrained["test_result"])
-        retrained_valid_score = retrained["best_valid_score"]
-    return {
-        "trials": rows,
-        "best_params": best.params,
-        "best_valid_score": best.best_valid_score,
-        "best_config_file": str(best_file),
-        "test_result": test_result,
-        "retrained_valid_score": retrained_valid_score,
-        "valid_metric": metric,
-    }
+    retrained = run_recbole_kgin(model, dataset, config_files + [str(best_file)], {**QUIET, **threads})
+    return dict(retrained["test_result"]), retrained["best_valid_score"]
 
 
-def _new_tuner(trainable, space, scheduler, search_algorithm, mode, num_samples, max_concurrent, search, output_dir, name):
+def _new_tuner(trainable, space, scheduler, search_algorithm, mode, num_samples, max_concurrent, search, ray_folder, name):
     from ray import air, tune
 
     return tune.Tuner(
@@ -375,7 +395,7 @@ def _new_tuner(trainable, space, scheduler, search_algorithm, mode, num_samples,
         ),
         run_config=air.RunConfig(
             name=name,
-            storage_path=str(output_dir / "ray"),
+            storage_path=str(ray_folder),
             verbose=1,
             failure_config=air.FailureConfig(max_failures=0, fail_fast=False),
             # two: Ray's record of the experiment lags up to 10 s behind the trials, so at a
