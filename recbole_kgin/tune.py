@@ -99,12 +99,12 @@ def _trainable(
     init_seed(config["seed"], config["reproducibility"])
     _, (train_data, valid_data, _), _, trainer = build(config, saved=False)
     scratch = tempfile.mkdtemp(prefix="recbole-kgin-trial-")
-    checkpoint_file = last_checkpoint_path(os.path.join(scratch, TRIAL_CHECKPOINT))
+    trial_file = os.path.join(scratch, TRIAL_CHECKPOINT)
     restored = session.get_checkpoint()
     if restored is not None:
         restored.to_directory(scratch)
-        trainer.resume_checkpoint(checkpoint_file, train_data)
-    trainer.saved_model_file = os.path.join(scratch, TRIAL_CHECKPOINT)  # where the .last state goes
+        trainer.resume_checkpoint(last_checkpoint_path(trial_file), train_data)
+    trainer.saved_model_file = trial_file  # its .last state is what Ray keeps
     latest: Dict[str, float] = {}
     valid_epoch = trainer._valid_epoch
     node = ray.get_runtime_context().get_node_id()
@@ -115,9 +115,10 @@ def _trainable(
         latest.update(result)
         return score, result
 
-    last_checkpoint = [time.monotonic()]
+    last_checkpoint = time.monotonic()
 
     def report(epoch: int, score: float) -> None:
+        nonlocal last_checkpoint
         metrics = {
             "valid_score": float(score),
             "epoch": epoch + 1,
@@ -126,12 +127,12 @@ def _trainable(
             "threads": torch.get_num_threads(),
             **{f"valid/{name}": float(value) for name, value in latest.items()},
         }
-        if time.monotonic() - last_checkpoint[0] < checkpoint_seconds:
+        if time.monotonic() - last_checkpoint < checkpoint_seconds:
             session.report(metrics)
             return
         trainer._save_last_checkpoint(epoch, train_data)
         session.report(metrics, checkpoint=Checkpoint.from_directory(scratch))  # Ray copies it
-        last_checkpoint[0] = time.monotonic()
+        last_checkpoint = time.monotonic()
 
     trainer._valid_epoch = remembering_valid_epoch
     try:
