@@ -353,6 +353,7 @@ def _run_search(
         name = f"{trial_args['model']}-{trial_args['dataset']}"
         experiment = ray_folder / name
         if resume and tune.Tuner.can_restore(experiment):
+            forget_missing_checkpoints(experiment)
             tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False)
         else:
             tuner = _new_tuner(
@@ -367,6 +368,40 @@ def _run_search(
     finally:
         if started_here:
             ray.shutdown()
+
+
+def forget_missing_checkpoints(experiment: Path) -> List[str]:
+    """Make Ray's record of ``experiment`` forget trial checkpoints whose folders are gone
+    (records copied to another machine without them): Ray 2.6 fails a trial whose
+    checkpoint cannot be restored, while a trial without one starts again. Rewrites the
+    newest ``experiment_state-*.json`` (the one Ray restores from); returns the trial ids
+    it changed."""
+    import json
+
+    import cloudpickle
+
+    states = sorted(experiment.glob("experiment_state-*.json"))
+    if not states:
+        return []
+    record = json.loads(states[-1].read_text())
+    forgotten = []
+    for index, trial_json in enumerate(record.get("checkpoints", [])):
+        trial = json.loads(trial_json)
+        encoded = trial.get("checkpoint_manager")
+        if not isinstance(encoded, dict) or "value" not in encoded:
+            continue
+        manager = cloudpickle.loads(bytes.fromhex(encoded["value"]))
+        latest = getattr(manager, "_latest_persisted_checkpoint", None)
+        path = getattr(latest, "dir_or_data", None)
+        if not isinstance(path, str) or os.path.isdir(path):
+            continue
+        fresh = type(manager)(checkpoint_config=manager._checkpoint_strategy)
+        trial["checkpoint_manager"] = {**encoded, "value": cloudpickle.dumps(fresh).hex()}
+        record["checkpoints"][index] = json.dumps(trial)
+        forgotten.append(trial.get("trial_id", str(index)))
+    if forgotten:
+        write_text_atomically(states[-1], json.dumps(record))
+    return forgotten
 
 
 def _retrain_best(
