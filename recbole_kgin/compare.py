@@ -12,9 +12,11 @@ property files (``properties/model/<Model>.yaml``, then
 
 Outputs in ``DIR`` (default ``results/compare-<dataset>``): ``results.md``,
 ``results.csv``, ``results.json``, ``comparison.png``, ``configs/<Model>-<hash>.yaml``
-(the resolved config of each run) and ``runs/<Model>-<hash>.json`` (one finished run
-each). A run whose resolved config (and data files) hash to an existing
-``runs/`` entry is not trained again unless ``force``. Every model's config is checked
+(the resolved config of each run), ``runs/<Model>-<hash>.json`` (one finished run
+each) and ``checkpoints/<Model>-<hash>.pth`` (its best model). A run whose resolved
+config (and data files) hash to an existing ``runs/`` entry is not trained again
+unless ``force``; a run that was killed continues from its last validation
+(``checkpoints/<Model>-<hash>.last.pth``, deleted when the run is done) unless ``force``. Every model's config is checked
 before any model trains: when none is valid the command stops with the first error;
 otherwise a model that fails is reported with its error and the others still run.
 """
@@ -25,7 +27,6 @@ import csv
 import hashlib
 import json
 import os
-import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -42,6 +43,7 @@ from recbole_kgin.config import Config, reads_kg
 from recbole_kgin.data.location import expected_files
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.quick_start import build
+from recbole_kgin.resumable import last_checkpoint_path
 from recbole_kgin.utils import get_model, write_text_atomically
 
 MAIN_METRICS = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
@@ -100,43 +102,38 @@ def config_hash(config: Config) -> str:
     return digest.hexdigest()[:12]
 
 
-def train_and_test(config: Config, per_user_ks: Sequence[int] = ()) -> Tuple[RunResult, Dict[str, Dict[int, float]]]:
+def train_and_test(
+    config: Config, per_user_ks: Sequence[int] = (), checkpoint: Optional[Path] = None
+) -> Tuple[RunResult, Dict[str, Dict[int, float]]]:
     """Fit with early stopping on validation, test at the best validation epoch.
 
-    Returns the run and, for ``per_user_ks``, each test user's Recall/NDCG at those k
-    (:func:`recbole_kgin.significance.capture_per_user`; empty without ks)."""
+    With ``checkpoint`` the best model is saved there and the training state after
+    every validation beside it (``<checkpoint stem>.last.pth``); a run that finds that
+    state (a killed run of the same config) continues from it, timing included, and
+    deletes it once tested. Returns the run and, for ``per_user_ks``, each test user's
+    Recall/NDCG at those k (:func:`recbole_kgin.significance.capture_per_user`; empty
+    without ks)."""
     from recbole_kgin.significance import capture_per_user
 
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     getLogger().info(config)
-    _, (train_data, valid_data, test_data), model, trainer = build(config, saved=True)
-
-    epoch_seconds: List[float] = []
-    train_epoch = trainer._train_epoch
-
-    def timed_train_epoch(*args, **kwargs):
-        start = time.perf_counter()
-        losses = train_epoch(*args, **kwargs)
-        epoch_seconds.append(time.perf_counter() - start)
-        return losses
-
-    trainer._train_epoch = timed_train_epoch
-    valid_scores: List[tuple] = []
-    started = time.perf_counter()
-    best_valid_score, _ = trainer.fit(
-        train_data,
-        valid_data,
-        saved=True,
-        show_progress=config["show_progress"],
-        callback_fn=lambda epoch, score: valid_scores.append((epoch, float(score), time.perf_counter() - started)),
-    )
+    _, (train_data, valid_data, test_data), model, trainer = build(config, saved=checkpoint is None)
+    last = None
+    if checkpoint is not None:
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        last = Path(last_checkpoint_path(str(checkpoint)))
+        if last.is_file() and checkpoint.is_file():
+            trainer.resume_checkpoint(str(last), train_data)
+        trainer.saved_model_file = str(checkpoint)
+    best_valid_score, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
     with capture_per_user(trainer, test_data, per_user_ks) as per_user:
         test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
     best_epoch = None
-    for epoch, score, _ in valid_scores:  # RecBole keeps the later of equal scores
+    for epoch, score, _ in trainer.valid_curve:  # RecBole keeps the later of equal scores
         if score == float(best_valid_score):
-            best_epoch = epoch
+            best_epoch = int(epoch)
+    epoch_seconds = trainer.epoch_seconds
     row = RunResult(
         model=config["model"],
         status="ok",
@@ -147,8 +144,10 @@ def train_and_test(config: Config, per_user_ks: Sequence[int] = ()) -> Tuple[Run
         train_seconds_per_epoch=sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else None,
         parameters=sum(p.numel() for p in model.parameters()),
         valid_metric=str(config["valid_metric"]).lower(),
-        valid_curve=[list(entry) for entry in valid_scores],
+        valid_curve=[list(entry) for entry in trainer.valid_curve],
     )
+    if last is not None:
+        last.unlink(missing_ok=True)
     return row, per_user
 
 
@@ -211,7 +210,8 @@ def run_one(
     per_user_ks: Sequence[int] = (),
     config: Optional[Config] = None,
 ) -> Tuple[RunResult, Dict[str, Dict[int, float]]]:
-    """Train and test one model (or reuse its finished run in ``output/runs``).
+    """Train and test one model (or reuse its finished run in ``output/runs``, or
+    continue its killed run from ``output/checkpoints``).
 
     A failure is returned as a row with status ``failed`` and its error, not raised.
     With ``per_user_ks`` the per-user test metrics are kept beside the run
@@ -226,9 +226,12 @@ def run_one(
         cached.status = "cached"
         per_user = json.loads(users_file.read_text()) if per_user_ks else {}
         return cached, {name: {int(user): value for user, value in values.items()} for name, values in per_user.items()}
+    checkpoint = output / "checkpoints" / f"{model}-{digest}.pth"
+    if force:  # train again from the first epoch
+        Path(last_checkpoint_path(str(checkpoint))).unlink(missing_ok=True)
     per_user: Dict[str, Dict[int, float]] = {}
     try:
-        row, per_user = train_and_test(config, per_user_ks)
+        row, per_user = train_and_test(config, per_user_ks, checkpoint=checkpoint)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as error:  # a failing model must not stop the others

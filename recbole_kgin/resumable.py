@@ -6,8 +6,13 @@ Every trainer that recbole-kgin hands out (its own and RecBole's, see
 - after each validation it writes ``<best checkpoint>.last.pth``: model, optimizer,
   epoch, early-stopping state, best validation result, the path of the best
   checkpoint and every random state the next epoch draws from (torch, numpy, Python,
-  the loaders' generators). ``--resume <that file>`` continues from the next epoch and
-  ends exactly as the uninterrupted run would (CPU; same seed and config);
+  the loaders' generators) and the run's timing history. ``--resume <that file>``
+  continues from the next epoch and ends exactly as the uninterrupted run would (CPU;
+  same seed and config);
+- it times every epoch: ``epoch_seconds`` (training seconds of each epoch) and
+  ``valid_curve`` (``[epoch, validation score, seconds since training began]`` per
+  validation), both carried across a resume (the seconds count training time only,
+  not the time the run lay dead);
 - checkpoints are written to a temporary file and renamed, so a kill never leaves a
   half-written file;
 - a loss that is NaN or infinite stops training with :class:`TrainingDiverged`,
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from typing import Any, Dict, List
 
 import numpy as np
@@ -52,11 +58,24 @@ def _save_atomically(state: Dict[str, Any], path: str) -> None:
 class ResumableTrainer:
     """Mixin for RecBole trainers (put before the trainer class in the bases)."""
 
+    epoch_seconds: List[float]
+    valid_curve: List[List[float]]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.epoch_seconds, self.valid_curve = [], []
+        self._seconds_before = 0.0  # training seconds of the run before it was resumed
+
+    def _seconds_since_start(self) -> float:
+        return self._seconds_before + time.perf_counter() - self._fit_started
+
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self._batch_index = 0
         self._epoch_index = self.start_epoch
+        self._fit_started = time.perf_counter()
 
         def after_validation(epoch_idx, valid_score):
+            self.valid_curve.append([epoch_idx, float(valid_score), self._seconds_since_start()])
             if saved:
                 self._save_last_checkpoint(epoch_idx, train_data)
             if callback_fn:
@@ -66,7 +85,10 @@ class ResumableTrainer:
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._epoch_index, self._batch_index = epoch_idx, 0
-        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        started = time.perf_counter()
+        losses = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        self.epoch_seconds.append(time.perf_counter() - started)
+        return losses
 
     def _check_nan(self, loss) -> None:
         if not bool(torch.isfinite(loss).all()):
@@ -104,6 +126,11 @@ class ResumableTrainer:
                 "python": random.getstate(),
                 "loaders": [g.get_state() for g in _generators(train_data)],
             },
+            "history": {
+                "epoch_seconds": self.epoch_seconds,
+                "valid_curve": self.valid_curve,
+                "seconds": self._seconds_since_start(),
+            },
         }
         _save_atomically(state, last_checkpoint_path(self.saved_model_file))
 
@@ -119,6 +146,10 @@ class ResumableTrainer:
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        history = checkpoint.get("history", {})  # absent in checkpoints written before 2026-11-28
+        self.epoch_seconds = list(history.get("epoch_seconds", []))
+        self.valid_curve = [list(entry) for entry in history.get("valid_curve", [])]
+        self._seconds_before = float(history.get("seconds", 0.0))
         rng = checkpoint.get("rng")
         if rng is not None:
             torch.set_rng_state(rng["torch"])

@@ -69,10 +69,10 @@ def test_a_crash_inside_training_is_caught(settings, tmp_path, monkeypatch):
 
     original = compare.train_and_test
 
-    def crash_for_kgin(config, per_user_ks=()):
+    def crash_for_kgin(config, per_user_ks=(), checkpoint=None):
         if config["model"] == "KGIN":
             raise RuntimeError("out of memory")
-        return original(config, per_user_ks)
+        return original(config, per_user_ks, checkpoint)
 
     monkeypatch.setattr(compare, "train_and_test", crash_for_kgin)
     rows = run_comparison(["KGIN", "BPR"], "toy", None, settings, str(tmp_path / "cmp"))
@@ -91,3 +91,66 @@ def test_models_without_kg_see_the_kg_linked_items_only(toy_root, tmp_path):
     assert rows[0].parameters == (n_users + n_linked_items) * 64
     alone = run_comparison(["BPR"], "toy", None, settings, str(tmp_path / "alone"))
     assert alone[0].parameters == (n_users + 13) * 64  # on its own, BPR keeps every item
+
+
+def _kill_after_validation(monkeypatch, epoch_to_die: int):
+    """Make the process 'die' right after the .last checkpoint of ``epoch_to_die``."""
+    import recbole_kgin.resumable as resumable
+
+    save = resumable.ResumableTrainer._save_last_checkpoint
+
+    def save_then_die(self, epoch, train_data):
+        save(self, epoch, train_data)
+        if epoch == epoch_to_die:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(resumable.ResumableTrainer, "_save_last_checkpoint", save_then_die)
+
+
+def _record_trained_epochs(monkeypatch):
+    import recbole_kgin.resumable as resumable
+
+    trained = []
+    train_epoch = resumable.ResumableTrainer._train_epoch
+
+    def recording(self, train_data, epoch_idx, *args, **kwargs):
+        trained.append(epoch_idx)
+        return train_epoch(self, train_data, epoch_idx, *args, **kwargs)
+
+    monkeypatch.setattr(resumable.ResumableTrainer, "_train_epoch", recording)
+    return trained
+
+
+@pytest.mark.parametrize("model", ["KGIN", "KGAT"])
+def test_a_killed_run_continues_from_its_last_validation(settings, tmp_path, monkeypatch, model):
+    settings = {**settings, "epochs": 5, "stopping_step": 100}
+    (reference,) = run_comparison([model], "toy", None, settings, str(tmp_path / "a"))
+    output = tmp_path / "b"
+    with monkeypatch.context() as dying:
+        _kill_after_validation(dying, 2)
+        with pytest.raises(KeyboardInterrupt):
+            run_comparison([model], "toy", None, settings, str(output))
+    assert not list((output / "runs").glob("*.json"))
+    (last,) = (output / "checkpoints").glob("*.last.pth")
+    trained = _record_trained_epochs(monkeypatch)
+    (row,) = run_comparison([model], "toy", None, settings, str(output))
+    assert trained == [3, 4]  # epochs 0-2 came from the checkpoint
+    assert row.status == "ok" and row.config_hash == reference.config_hash
+    assert row.test_result == reference.test_result and row.best_valid_score == reference.best_valid_score
+    assert row.best_epoch == reference.best_epoch and row.epochs_run == 5
+    assert [entry[:2] for entry in row.valid_curve] == [entry[:2] for entry in reference.valid_curve]
+    seconds = [entry[2] for entry in row.valid_curve]
+    assert seconds == sorted(seconds) and seconds[0] > 0 and len(set(seconds)) == 5
+    assert not last.exists() and (output / "checkpoints" / f"{model}-{row.config_hash}.pth").is_file()
+
+
+def test_force_trains_a_killed_run_from_the_first_epoch(settings, tmp_path, monkeypatch):
+    settings = {**settings, "epochs": 4, "stopping_step": 100}
+    output = str(tmp_path / "cmp")
+    with monkeypatch.context() as dying:
+        _kill_after_validation(dying, 1)
+        with pytest.raises(KeyboardInterrupt):
+            run_comparison(["BPR"], "toy", None, settings, output)
+    trained = _record_trained_epochs(monkeypatch)
+    (row,) = run_comparison(["BPR"], "toy", None, settings, output, force=True)
+    assert trained == [0, 1, 2, 3] and row.epochs_run == 4 and len(row.valid_curve) == 4
