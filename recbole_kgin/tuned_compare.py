@@ -29,9 +29,13 @@ Outputs in ``DIR`` (default ``results/compare-<dataset>``): ``tuned.md``, ``tune
 ``tuned/<Model>/<dataset>.yaml`` (the best configuration as a property file, with the
 search that produced it in its header: copy it to ``properties/model/`` to make it the
 default); ``runs/`` (one finished seed run each, per-user metrics beside it).
-Everything is cached: a finished search (same space, budget and settings) and a
-finished seed run (same resolved config and data) are not redone, and a killed search
-resumes from Ray's records, its finished trials kept.
+The tables and figures are rewritten after every model, so a comparison that is
+killed (or still running) shows the models finished so far, the others listed as not
+run yet; until every model is in, the significance test is against the best *finished*
+other model. Everything is cached: a finished search (same space, budget and settings)
+and a finished seed run (same resolved config and data) are not redone, a killed search
+resumes from Ray's records, its finished trials kept, and a killed seed run from its
+last validation.
 """
 
 from __future__ import annotations
@@ -232,9 +236,14 @@ def _cell(summary: ModelSummary, metric: str) -> str:
 
 
 def format_table(
-    summaries: Sequence[ModelSummary], test: Optional[Dict[str, Any]], budget: Budget, metrics: Sequence[str]
+    summaries: Sequence[ModelSummary],
+    test: Optional[Dict[str, Any]],
+    budget: Budget,
+    metrics: Sequence[str],
+    pending: Sequence[str] = (),
 ) -> str:
-    """The markdown table, its significance line and its budget."""
+    """The markdown table, its significance line and its budget; ``pending`` models
+    (not run yet) get a row that says so."""
     header = ["model", *metrics, "best epoch", "s/epoch", "min to converge", "seeds", "cap"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for summary in summaries:
@@ -255,6 +264,8 @@ def format_table(
             f"{summary.capped_runs} of {summary.seeds} hit the cap" if summary.capped_runs else "no",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    for model in pending:
+        lines.append(f"| {model} | not run yet |" + " |" * (len(header) - 2))
     lines.append("")
     lines.append(
         f"Budget per model: {budget.trials} search trials of at most {budget.tune_epochs} epochs (ASHA on validation), "
@@ -270,8 +281,9 @@ def format_table(
                     f"{metric}: mean per-user difference {outcome['mean_difference']:+.4f}, "
                     f"p = {outcome['p_value']:.2g} over {outcome['users']} users"
                 )
+        rival = "the best other model finished so far" if pending else "the best other model"
         lines.append(
-            f"{test['model']} vs {test['against']} (the best other model by mean test {test['ranked_by']}), {test['test']} "
+            f"{test['model']} vs {test['against']} ({rival} by mean test {test['ranked_by']}), {test['test']} "
             f"on per-user test values averaged over seeds: " + "; ".join(parts)
             + f". * marks p < {SIGNIFICANCE_LEVEL}."
         )
@@ -338,7 +350,10 @@ def run_tuned_comparison(
     summaries: List[ModelSummary] = []
     runs: Dict[str, List[RunResult]] = {}
     per_user: Dict[str, List[Dict[str, Dict[int, float]]]] = {}
-    for model in models:
+    for index, model in enumerate(models):
+        if index:  # the models finished so far, should the command be killed before the end
+            write_outputs(summaries, significance(models, summaries, per_user, ks[-1]), runs, budget, output, metrics,
+                          pending=models[index:])  # fmt: skip
         model_settings = {**settings, **configs[model].extra}
         if configs[model].error:
             summaries.append(ModelSummary(model, {}, None, 0, {}, {}, 0, 0, 0, 0, configs[model].error))
@@ -371,13 +386,13 @@ def write_outputs(
     budget: Budget,
     output: Path,
     metrics: Sequence[str],
+    pending: Sequence[str] = (),
 ) -> None:
-    """tuned.md, tuned.json, tuned.csv, curves.png and comparison.png (seed means)."""
-    write_text_atomically(output / "tuned.md", format_table(summaries, test, budget, metrics) + "\n")
-    write_text_atomically(
-        output / "tuned.json",
-        json.dumps({"budget": asdict(budget), "models": [asdict(s) for s in summaries], "significance": test}, indent=2),
-    )
+    """tuned.md, tuned.json, tuned.csv, curves.png and comparison.png (seed means) of
+    the finished models; ``pending`` names the models not run yet (md and json)."""
+    write_text_atomically(output / "tuned.md", format_table(summaries, test, budget, metrics, pending) + "\n")
+    document = {"budget": asdict(budget), "models": [asdict(s) for s in summaries], "pending": list(pending), "significance": test}
+    write_text_atomically(output / "tuned.json", json.dumps(document, indent=2))
     columns = ["model", *[f"{m}_{kind}" for m in metrics for kind in ("mean", "std")],
                "best_epoch", "seconds_per_epoch", "minutes_to_converge", "seeds", "capped_runs", "error"]  # fmt: skip
     lines = [",".join(columns)]

@@ -142,3 +142,27 @@ def test_cli_prints_the_table_and_the_outputs_of_a_finished_comparison(toy_root,
     assert f"outputs: {tmp_path}" in out
     assert seen["models"] == ["KGIN"] and (seen["budget"].trials, seen["budget"].seeds, seen["budget"].tune_epochs) == (2, 2, 3)
     assert "--compare KGIN --tune_trials 2" in seen["command"]
+
+
+def test_a_killed_comparison_leaves_the_table_of_the_models_finished_so_far(toy_root, tmp_path, monkeypatch):
+    output = tmp_path / "out"
+    settings = {**{k: v for k, v in TOY.items() if k not in ("epochs", "seed")}, "data_path": str(toy_root), "stopping_step": 2}
+
+    def searched(model, *args, **kwargs):  # a finished search, without Ray; KGAT's is killed
+        if model == "KGAT":
+            raise KeyboardInterrupt
+        return {"key": "k", "model": model, "space": f"{model}.yaml", "params": {"learning_rate": 0.01},
+                "best_valid_score": 0.5, "valid_metric": "recall@5", "trials": 2, "tune_epochs": 3}  # fmt: skip
+
+    monkeypatch.setattr(tuned_compare, "search_model", searched)
+    with pytest.raises(KeyboardInterrupt):
+        run_tuned_comparison(["KGIN", "BPR", "KGAT"], "toy", Budget(2, 2, 3, 4), None, settings, str(output))
+    table = (output / "tuned.md").read_text()
+    rows = [line.split(" | ")[:2] for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [row[0] for row in rows] == ["| model", "| KGIN", "| BPR", "| KGAT"]
+    assert "±" in rows[1][1] and "±" in rows[2][1] and rows[3][1] == "not run yet"
+    assert "KGIN vs BPR (the best other model finished so far by mean test recall@5)" in table
+    document = json.loads((output / "tuned.json").read_text())
+    assert document["pending"] == ["KGAT"] and [m["model"] for m in document["models"]] == ["KGIN", "BPR"]
+    assert document["significance"]["against"] == "BPR"
+    assert (output / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
