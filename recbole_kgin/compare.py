@@ -16,9 +16,10 @@ Outputs in ``DIR`` (default ``results/compare-<dataset>``): ``results.md``,
 each) and ``checkpoints/<Model>-<hash>.pth`` (its best model). A run whose resolved
 config (and data files) hash to an existing ``runs/`` entry is not trained again
 unless ``force``; a run that was killed continues from its last validation
-(``checkpoints/<Model>-<hash>.last.pth``, deleted when the run is done) unless ``force``. Every model's config is checked
-before any model trains: when none is valid the command stops with the first error;
-otherwise a model that fails is reported with its error and the others still run.
+(``checkpoints/<Model>-<hash>.last.pth``, deleted when the run is done) unless
+``force``. Every model's config is checked before any model trains: when none is valid
+the command stops with the first error; otherwise a model that fails is reported with
+its error and the others still run.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ Every trainer that recbole-kgin hands out (its own and RecBole's, see
   same seed and config);
 - it times every epoch: ``epoch_seconds`` (training seconds of each epoch) and
   ``valid_curve`` (``[epoch, validation score, seconds since training began]`` per
-  validation), both carried across a resume (the seconds count training time only,
-  not the time the run lay dead);
+  validation), both carried across a resume (the seconds count the run's own
+  training and validation, not the time it lay dead);
 - checkpoints are written to a temporary file and renamed, so a kill never leaves a
   half-written file;
 - a loss that is NaN or infinite stops training with :class:`TrainingDiverged`,
