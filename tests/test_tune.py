@@ -135,6 +135,43 @@ def test_a_trials_final_run_counts_each_epochs_latest_report():
     assert final_run(pd.DataFrame({"valid_score": [0.1]}))["valid_score"].tolist() == [0.1]  # no epoch column
 
 
+def test_trial_rows_read_every_report_of_a_trial_restored_in_a_new_process(tmp_path):
+    """Ray's progress.csv of a trial restored by a new process whose first report carried a
+    checkpoint: the header has the columns of the first process's reports, the later rows
+    one more. pandas cannot read it (Ray's metrics_dataframe is then None); the rows come
+    from result.json, whose last line may have been cut short by the kill."""
+    import json
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from recbole_kgin.tune import _trial_rows
+
+    folder = tmp_path / "trial"
+    folder.mkdir()
+    reports = [{"valid_score": 0.1 * epoch, "epoch": epoch, "stopped_by_recbole": False, "node": "n", "threads": 1}
+               for epoch in (1, 2, 3, 2, 3, 4)]  # killed after epoch 3, resumed from epoch 1's checkpoint  # fmt: skip
+    reports[3]["valid_score"] = 0.15
+    for report in reports[3:]:
+        report["should_checkpoint"] = True
+    columns = list(reports[0])
+    lines = [",".join(columns)] + [",".join(str(value) for value in report.values()) for report in reports]
+    (folder / "progress.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(pd.errors.ParserError):
+        pd.read_csv(folder / "progress.csv")
+    (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in reports) + '{"valid_score": 0.9, "ep')
+    restored = SimpleNamespace(path=str(folder), metrics_dataframe=None, error=None, config={"learning_rate": 0.01})
+    (row,) = _trial_rows([restored], max_epochs=4, bigger=True)
+    assert row.epochs_run == 4 and row.best_valid_score == pytest.approx(0.4) and row.status == "completed"
+    assert row.params == {"learning_rate": 0.01} and row.node == "n" and row.threads == 1
+    (row,) = _trial_rows([restored], max_epochs=5, bigger=False)
+    assert row.best_valid_score == pytest.approx(0.1) and row.status == "stopped by ASHA"
+    # without result.json (not synced to this node), Ray's own frame
+    elsewhere = SimpleNamespace(path=str(tmp_path / "gone"), metrics_dataframe=pd.DataFrame(reports[:2]), error=None, config={})
+    (row,) = _trial_rows([elsewhere], max_epochs=4, bigger=True)
+    assert row.epochs_run == 2 and row.best_valid_score == pytest.approx(0.2)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("checkpoints_kept", [True, False])
 def test_a_search_killed_mid_trial_resumes_the_trial_from_its_checkpoint(tmp_path, toy_root, checkpoints_kept):
@@ -175,7 +212,9 @@ def test_a_search_killed_mid_trial_resumes_the_trial_from_its_checkpoint(tmp_pat
     if not checkpoints_kept:
         for checkpoint in experiment.glob("*/checkpoint_*"):
             shutil.rmtree(checkpoint)
-    outcome = run_tune(space, "BPR", "toy", None, settings, resume=True, **arguments)
+    # the resumed process checkpoints at every report, its first included: Ray's progress.csv
+    # then gets rows with a column its header lacks (should_checkpoint), as on ml-1m
+    outcome = run_tune(space, "BPR", "toy", None, settings, resume=True, **{**arguments, "checkpoint_seconds": 0.0})
     (trial,) = outcome["trials"]
     assert trial.status == "completed" and trial.epochs_run == 700
     (progress,) = experiment.glob("*/progress.csv")
