@@ -27,6 +27,20 @@ TOY = {**FAST, "topk": [5], "valid_metric": "Recall@5"}
 
 
 
+def die_after_validation(monkeypatch, epoch_to_die: int) -> None:
+    """Make the process 'die' (KeyboardInterrupt) right after the .last checkpoint of ``epoch_to_die``."""
+    import recbole_kgin.resumable as resumable
+
+    save = resumable.ResumableTrainer._save_last_checkpoint
+
+    def save_then_die(self, epoch, train_data):
+        save(self, epoch, train_data)
+        if epoch == epoch_to_die:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(resumable.ResumableTrainer, "_save_last_checkpoint", save_then_die)
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--require-fused-kernel", action="store_true",

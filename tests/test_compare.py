@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from conftest import TOY
+from conftest import TOY, die_after_validation
 from recbole_kgin.cli import main
 from recbole_kgin.compare import run_comparison
 
@@ -93,20 +93,6 @@ def test_models_without_kg_see_the_kg_linked_items_only(toy_root, tmp_path):
     assert alone[0].parameters == (n_users + 13) * 64  # on its own, BPR keeps every item
 
 
-def _kill_after_validation(monkeypatch, epoch_to_die: int):
-    """Make the process 'die' right after the .last checkpoint of ``epoch_to_die``."""
-    import recbole_kgin.resumable as resumable
-
-    save = resumable.ResumableTrainer._save_last_checkpoint
-
-    def save_then_die(self, epoch, train_data):
-        save(self, epoch, train_data)
-        if epoch == epoch_to_die:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(resumable.ResumableTrainer, "_save_last_checkpoint", save_then_die)
-
-
 def _record_trained_epochs(monkeypatch):
     import recbole_kgin.resumable as resumable
 
@@ -127,7 +113,7 @@ def test_a_killed_run_continues_from_its_last_validation(settings, tmp_path, mon
     (reference,) = run_comparison([model], "toy", None, settings, str(tmp_path / "a"))
     output = tmp_path / "b"
     with monkeypatch.context() as dying:
-        _kill_after_validation(dying, 2)
+        die_after_validation(dying, 2)
         with pytest.raises(KeyboardInterrupt):
             run_comparison([model], "toy", None, settings, str(output))
     assert not list((output / "runs").glob("*.json"))
@@ -148,7 +134,7 @@ def test_force_trains_a_killed_run_from_the_first_epoch(settings, tmp_path, monk
     settings = {**settings, "epochs": 4, "stopping_step": 100}
     output = str(tmp_path / "cmp")
     with monkeypatch.context() as dying:
-        _kill_after_validation(dying, 1)
+        die_after_validation(dying, 1)
         with pytest.raises(KeyboardInterrupt):
             run_comparison(["BPR"], "toy", None, settings, output)
     trained = _record_trained_epochs(monkeypatch)

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from conftest import FAST, REPO_ROOT, TOY
+from conftest import FAST, REPO_ROOT, TOY, die_after_validation
 from recbole_kgin.cli import main
 from recbole_kgin.model import KGIN
 from recbole_kgin.quick_start import resume_recbole_kgin, run_recbole_kgin
@@ -35,17 +35,8 @@ def test_resume_after_a_crash_ends_like_the_uninterrupted_run(toy_root, tmp_path
     settings = {**TOY, "data_path": str(toy_root), "epochs": 6, "stopping_step": 100}
     reference = run_recbole_kgin("KGIN", "toy", config_dict={**settings, "checkpoint_dir": str(tmp_path / "a")})
 
-    import recbole_kgin.resumable as resumable
-
-    save = resumable.ResumableTrainer._save_last_checkpoint
-
-    def save_then_crash(self, epoch, train_data):
-        save(self, epoch, train_data)
-        if epoch == 2:
-            raise KeyboardInterrupt  # the process dies right after epoch 2's checkpoint
-
     with monkeypatch.context() as crashing:
-        crashing.setattr(resumable.ResumableTrainer, "_save_last_checkpoint", save_then_crash)
+        die_after_validation(crashing, 2)  # the process dies right after epoch 2's checkpoint
         with pytest.raises(KeyboardInterrupt):
             run_recbole_kgin("KGIN", "toy", config_dict={**settings, "checkpoint_dir": str(tmp_path / "b")})
     (last,) = glob.glob(str(tmp_path / "b" / "*.last.pth"))
