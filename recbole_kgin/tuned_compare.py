@@ -36,6 +36,13 @@ other model. Everything is cached: a finished search (same space, budget and set
 and a finished seed run (same resolved config and data) are not redone, a killed search
 resumes from Ray's records, its finished trials kept, and a killed seed run from its
 last validation.
+
+Several processes can share one comparison: start the same command on every core
+(``taskset -c 0 python run_recbole_kgin.py ... &``, ``taskset -c 1 ...``). Each model's
+search and each seed run is claimed by one process (:mod:`recbole_kgin.claims`); the
+others go on to what is free and, at the end, wait for what they skipped and read it
+from the cache, so every process ends with the full table. ``--force`` redoes everything
+in every process: use it with one process only.
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-from recbole_kgin.compare import RunResult, configs_for, output_folder, plot_comparison, run_one
+from recbole_kgin.claims import claim
+from recbole_kgin.compare import ModelConfig, RunResult, configs_for, output_folder, plot_comparison, run_one
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.search_space import resolve_space
 from recbole_kgin.significance import mean_over_runs, paired_wilcoxon
@@ -347,36 +355,83 @@ def run_tuned_comparison(
     output = output_folder(dataset, output_dir)
     for sub in ("runs", "configs", "search", "tuned"):
         (output / sub).mkdir(parents=True, exist_ok=True)
-    summaries: List[ModelSummary] = []
+    protocol = _Protocol(dataset, config_file_list, budget, output, force, command, ks, metrics)
+    finished: Dict[str, ModelSummary] = {}
     runs: Dict[str, List[RunResult]] = {}
     per_user: Dict[str, List[Dict[str, Dict[int, float]]]] = {}
-    for index, model in enumerate(models):
-        if index:  # the models finished so far, should the command be killed before the end
-            write_outputs(summaries, significance(models, summaries, per_user, ks[-1]), runs, budget, output, metrics,
-                          pending=models[index:])  # fmt: skip
-        model_settings = {**settings, **configs[model].extra}
-        if configs[model].error:
-            summaries.append(ModelSummary(model, {}, None, 0, {}, {}, 0, 0, 0, 0, configs[model].error))
-            continue
-        try:
-            search = search_model(model, dataset, config_file_list, model_settings, budget, output / "search" / model, force)
-        except UserInputError as error:  # every trial failed: the model is reported, the others go on
-            summaries.append(ModelSummary(model, {}, None, 0, {}, {}, 0, 0, 0, 0, str(error)))
-            continue
-        training = {key: settings[key] for key in TRAINING_KEYS if key in settings}
-        write_property_file(output / "tuned" / model / f"{dataset}.yaml", model, dataset, search, training, command)
-        runs[model], per_user[model] = [], []
-        split = {"split_seed": configs[model].config["seed"]}  # the split the search validated on
-        for seed in range(1, budget.seeds + 1):
-            seed_settings = {**model_settings, **search["params"], **split, "seed": seed, "epochs": budget.max_epochs}
-            row, users = run_one(model, dataset, config_file_list, seed_settings, output, force, per_user_ks=ks)
-            runs[model].append(row)
-            if users:
-                per_user[model].append(users)
-        summaries.append(summarize(model, search, runs[model], budget.max_epochs, metrics))
+    for wait in (False, True):  # first what no other process is on, then wait for the rest
+        for model in models:
+            if model in finished:
+                continue
+            summary = _compare_one(model, configs[model], {**settings, **configs[model].extra}, protocol, runs, per_user, wait)
+            if summary is None:  # another process is on it
+                continue
+            finished[model] = summary
+            pending = [name for name in models if name not in finished]
+            if pending:  # the models finished so far, should the command be killed before the end
+                done = [finished[name] for name in models if name in finished]
+                write_outputs(done, significance(models, done, per_user, ks[-1]), runs, budget, output, metrics, pending)
+    summaries = [finished[model] for model in models]
     test = significance(models, summaries, per_user, ks[-1])
     write_outputs(summaries, test, runs, budget, output, metrics)
     return {"summaries": summaries, "significance": test, "output": str(output), "metrics": metrics}
+
+
+@dataclass
+class _Protocol:
+    """What every model of one comparison shares."""
+
+    dataset: str
+    config_file_list: Optional[List[str]]
+    budget: Budget
+    output: Path
+    force: bool
+    command: str
+    ks: Sequence[int]
+    metrics: Sequence[str]
+
+
+def _compare_one(
+    model: str,
+    entry: ModelConfig,
+    model_settings: Dict[str, Any],
+    protocol: _Protocol,
+    runs: Dict[str, List[RunResult]],
+    per_user: Dict[str, List[Dict[str, Dict[int, float]]]],
+    wait: bool,
+) -> Optional[ModelSummary]:
+    """One model's search and seed runs (``runs[model]``, ``per_user[model]``) and its
+    summary; None, with nothing recorded, where another process holds its search or one
+    of its seed runs and ``wait`` is False (the seed runs that were free are done)."""
+    if entry.error:
+        return ModelSummary(model, {}, None, 0, {}, {}, 0, 0, 0, 0, entry.error)
+    p, claims = protocol, protocol.output / "claims"
+    with claim(claims, f"{model}-search", wait) as held:
+        if not held:
+            return None
+        try:
+            search = search_model(model, p.dataset, p.config_file_list, model_settings, p.budget,
+                                  p.output / "search" / model, p.force)  # fmt: skip
+        except UserInputError as error:  # every trial failed: the model is reported, the others go on
+            return ModelSummary(model, {}, None, 0, {}, {}, 0, 0, 0, 0, str(error))
+    training = {key: model_settings[key] for key in TRAINING_KEYS if key in model_settings}
+    write_property_file(p.output / "tuned" / model / f"{p.dataset}.yaml", model, p.dataset, search, training, p.command)
+    split = {"split_seed": entry.config["seed"]}  # the split the search validated on
+    model_runs, model_users, skipped = [], [], False
+    for seed in range(1, p.budget.seeds + 1):
+        with claim(claims, f"{model}-seed{seed}", wait) as held:
+            if not held:
+                skipped = True
+                continue
+            seed_settings = {**model_settings, **search["params"], **split, "seed": seed, "epochs": p.budget.max_epochs}
+            row, users = run_one(model, p.dataset, p.config_file_list, seed_settings, p.output, p.force, per_user_ks=p.ks)
+        model_runs.append(row)
+        if users:
+            model_users.append(users)
+    if skipped:
+        return None
+    runs[model], per_user[model] = model_runs, model_users
+    return summarize(model, search, model_runs, p.budget.max_epochs, p.metrics)
 
 
 def write_outputs(

@@ -166,3 +166,39 @@ def test_a_killed_comparison_leaves_the_table_of_the_models_finished_so_far(toy_
     assert document["pending"] == ["KGAT"] and [m["model"] for m in document["models"]] == ["KGIN", "BPR"]
     assert document["significance"]["against"] == "BPR"
     assert (output / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_processes_sharing_a_folder_skip_what_another_holds_then_wait_for_it(toy_root, tmp_path, monkeypatch):
+    import fcntl
+
+    output = tmp_path / "out"
+    settings = {**{k: v for k, v in TOY.items() if k not in ("epochs", "seed")}, "data_path": str(toy_root), "stopping_step": 2}
+
+    def searched(model, *args, **kwargs):
+        return {"key": "k", "model": model, "space": f"{model}.yaml", "params": {"learning_rate": 0.01},
+                "best_valid_score": 0.5, "valid_metric": "recall@5", "trials": 2, "tune_epochs": 3}  # fmt: skip
+
+    (output / "claims").mkdir(parents=True)
+    other_process = open(output / "claims" / "KGIN-seed1.lock", "a")  # another process trains KGIN's seed 1
+    fcntl.flock(other_process, fcntl.LOCK_EX)
+    trained, tables = [], []
+
+    def run_and_record(model, dataset, config_file_list, config_dict, *args, **kwargs):
+        if (model, config_dict["seed"]) == ("KGIN", 1):  # only once the other process let go (it was killed)
+            tables.append(json.loads((output / "tuned.json").read_text()))
+        if (model, config_dict["seed"]) == ("BPR", 2):
+            other_process.close()
+        row, users = original(model, dataset, config_file_list, config_dict, *args, **kwargs)
+        trained.append((model, config_dict["seed"], row.status))
+        return row, users
+
+    original = tuned_compare.run_one
+    monkeypatch.setattr(tuned_compare, "search_model", searched)
+    monkeypatch.setattr(tuned_compare, "run_one", run_and_record)
+    outcome = run_tuned_comparison(["KGIN", "BPR"], "toy", Budget(2, 2, 2, 3), None, settings, str(output))
+    # KGIN's seed 2 trains first; at the end seed 1 is waited for, trained here, and seed 2 read back
+    assert trained == [("KGIN", 2, "ok"), ("BPR", 1, "ok"), ("BPR", 2, "ok"), ("KGIN", 1, "ok"), ("KGIN", 2, "cached")]
+    assert tables[0]["pending"] == ["KGIN"] and [m["model"] for m in tables[0]["models"]] == ["BPR"]
+    assert [(s.model, s.seeds) for s in outcome["summaries"]] == [("KGIN", 2), ("BPR", 2)]
+    assert outcome["significance"]["model"] == "KGIN"
+    assert json.loads((output / "tuned.json").read_text())["pending"] == []
