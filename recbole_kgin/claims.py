@@ -43,7 +43,4 @@ def claim(folder: Path, unit: str, wait: bool) -> Iterator[bool]:
                 return
             getLogger().info(f"{unit}: waiting for the other process that is on it")
             fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield True  # closing the handle lets go
