@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
+from recbole.utils import init_logger
 
 from recbole_kgin.claims import claim
 from recbole_kgin.compare import ModelConfig, RunResult, configs_for, output_folder, plot_comparison, run_one
@@ -350,7 +351,9 @@ def run_tuned_comparison(
     for model in models:
         resolve_space(model)  # every model needs a space before anything runs
     configs = configs_for(models, dataset, config_file_list, settings)  # checked before anything trains
-    ks = sorted(next(entry.config for entry in configs.values() if entry.config is not None)["topk"])
+    first = next(entry.config for entry in configs.values() if entry.config is not None)
+    init_logger(first)  # now, not at the first training: the claims log which units they skip
+    ks = sorted(first["topk"])
     metrics = table_metrics(ks)
     output = output_folder(dataset, output_dir)
     for sub in ("runs", "configs", "search", "tuned"):

@@ -170,9 +170,13 @@ def test_a_killed_comparison_leaves_the_table_of_the_models_finished_so_far(toy_
 
 def test_processes_sharing_a_folder_skip_what_another_holds_then_wait_for_it(toy_root, tmp_path, monkeypatch):
     import fcntl
+    import logging
+
+    monkeypatch.setattr(logging.root, "handlers", [])  # a fresh process: RecBole's logger not set up yet
 
     output = tmp_path / "out"
-    settings = {**{k: v for k, v in TOY.items() if k not in ("epochs", "seed")}, "data_path": str(toy_root), "stopping_step": 2}
+    toy = {k: v for k, v in TOY.items() if k not in ("epochs", "seed")}
+    settings = {**toy, "data_path": str(toy_root), "stopping_step": 2, "state": "INFO"}  # INFO: the claims' lines
 
     def searched(model, *args, **kwargs):
         return {"key": "k", "model": model, "space": f"{model}.yaml", "params": {"learning_rate": 0.01},
@@ -202,3 +206,5 @@ def test_processes_sharing_a_folder_skip_what_another_holds_then_wait_for_it(toy
     assert [(s.model, s.seeds) for s in outcome["summaries"]] == [("KGIN", 2), ("BPR", 2)]
     assert outcome["significance"]["model"] == "KGIN"
     assert json.loads((output / "tuned.json").read_text())["pending"] == []
+    log = "".join(path.read_text() for path in (tmp_path / "log").rglob("*.log"))
+    assert "KGIN-seed1: another process is on it; coming back to it at the end" in log
