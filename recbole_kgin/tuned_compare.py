@@ -358,7 +358,7 @@ def run_tuned_comparison(
     output = output_folder(dataset, output_dir)
     for sub in ("runs", "configs", "search", "tuned"):
         (output / sub).mkdir(parents=True, exist_ok=True)
-    protocol = _Protocol(dataset, config_file_list, budget, output, force, command, ks, metrics)
+    protocol = _Protocol(dataset, config_file_list, settings, budget, output, force, command, ks, metrics)
     finished: Dict[str, ModelSummary] = {}
     runs: Dict[str, List[RunResult]] = {}
     per_user: Dict[str, List[Dict[str, Dict[int, float]]]] = {}
@@ -366,7 +366,7 @@ def run_tuned_comparison(
         for model in models:
             if model in finished:
                 continue
-            summary = _compare_one(model, configs[model], {**settings, **configs[model].extra}, protocol, runs, per_user, wait)
+            summary = _compare_one(model, configs[model], protocol, runs, per_user, wait)
             if summary is None:  # another process is on it
                 continue
             finished[model] = summary
@@ -386,6 +386,7 @@ class _Protocol:
 
     dataset: str
     config_file_list: Optional[List[str]]
+    settings: Dict[str, Any]  # the user's config values, for every model
     budget: Budget
     output: Path
     force: bool
@@ -397,7 +398,6 @@ class _Protocol:
 def _compare_one(
     model: str,
     entry: ModelConfig,
-    model_settings: Dict[str, Any],
     protocol: _Protocol,
     runs: Dict[str, List[RunResult]],
     per_user: Dict[str, List[Dict[str, Dict[int, float]]]],
@@ -409,6 +409,7 @@ def _compare_one(
     if entry.error:
         return ModelSummary(model, {}, None, 0, {}, {}, 0, 0, 0, 0, entry.error)
     p, claims = protocol, protocol.output / "claims"
+    model_settings = {**p.settings, **entry.extra}
     with claim(claims, f"{model}-search", wait) as held:
         if not held:
             return None
@@ -417,7 +418,7 @@ def _compare_one(
                                   p.output / "search" / model, p.force)  # fmt: skip
         except UserInputError as error:  # every trial failed: the model is reported, the others go on
             return ModelSummary(model, {}, None, 0, {}, {}, 0, 0, 0, 0, str(error))
-    training = {key: model_settings[key] for key in TRAINING_KEYS if key in model_settings}
+    training = {key: p.settings[key] for key in TRAINING_KEYS if key in p.settings}
     write_property_file(p.output / "tuned" / model / f"{p.dataset}.yaml", model, p.dataset, search, training, p.command)
     split = {"split_seed": entry.config["seed"]}  # the split the search validated on
     model_runs, model_users, skipped = [], [], False
