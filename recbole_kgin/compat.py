@@ -101,7 +101,9 @@ def _kgat_init_graph(self: Any) -> torch.Tensor:
     final_adj = final_adj.tocoo()
     indices = torch.LongTensor(np.array([final_adj.row, final_adj.col]))
     values = torch.FloatTensor(final_adj.data)
-    matrix = torch.sparse_coo_tensor(indices, values, self.matrix_size)
+    # check_invariants=False is torch's default, said explicitly: left implicit, torch 2.13
+    # warns once per process ("Sparse invariant checks are implicitly disabled")
+    matrix = torch.sparse_coo_tensor(indices, values, self.matrix_size, check_invariants=False)
     return matrix.coalesce().to(self.device)
 
 
@@ -272,8 +274,10 @@ def _patch_sampler_checks() -> None:
 # Every run printed them, from code the user cannot change: pandas' chained
 # ``fillna(inplace=True)`` FutureWarning from recbole/data/dataset/dataset.py:648,650
 # (it works on pandas < 3, which setup.py pins), torch's GradScaler deprecation from
-# recbole/trainer/trainer.py:235, and setuptools' pkg_resources deprecation from
-# ray/_private/parameter.py:4. Each filter matches the message and the module that
+# recbole/trainer/trainer.py:235, setuptools' pkg_resources deprecation from
+# ray/_private/parameter.py:4, and torch's ``torch.sparse.FloatTensor`` deprecation from
+# RecBole's KGAT (kgat.py:300, in every KGAT run) and RecBole's KGIN (kgin.py:369, the
+# speed benchmark's baseline). Each filter matches the message and the module that
 # issues it, so the same warnings from anywhere else, ours and the data checks
 # included, still show.
 KNOWN_WARNINGS = (
@@ -281,6 +285,10 @@ KNOWN_WARNINGS = (
      r"recbole\.data\.dataset\.dataset"),
     (FutureWarning, r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated", r"recbole\.trainer\.trainer"),
     (UserWarning, r"pkg_resources is deprecated as an API", r"ray\._private\.parameter"),
+    (UserWarning, r"torch\.sparse\.SparseTensor\(indices, values, shape, \*, device=\) is deprecated",
+     r"recbole\.model\.knowledge_aware_recommender\.kgat"),
+    (UserWarning, r"torch\.sparse\.SparseTensor\(indices, values, shape, \*, device=\) is deprecated",
+     r"recbole\.model\.knowledge_aware_recommender\.kgin"),
 )  # fmt: skip
 
 

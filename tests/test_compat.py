@@ -119,6 +119,21 @@ def test_looking_up_a_recbole_model_leaves_autograd_anomaly_detection_off():
     assert _anomaly_mode_after(fixed) == "False"
 
 
+
+def test_kgat_adjacency_builds_without_a_torch_warning():
+    # torch warns once per process, so a fresh interpreter; every warning is an error there
+    script = (
+        "import types, warnings, torch\n"
+        "from recbole_kgin import compat\n"
+        "warnings.simplefilter('error')\n"
+        "edges = types.SimpleNamespace(all_hs=torch.tensor([0, 0, 1]), all_ts=torch.tensor([1, 2, 2]),\n"
+        "    all_rs=torch.tensor([1, 1, 2]), n_relations=3, matrix_size=(3, 3), device='cpu')\n"
+        "print(compat._kgat_init_graph(edges).to_dense().tolist())"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[[0.0, 0.5, 0.5], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]"
+
 @pytest.mark.parametrize("category, message, module", compat.KNOWN_WARNINGS)
 def test_known_third_party_warnings_are_silenced_at_their_source_only(category, message, module):
     text = message.replace("\\", "")  # the pattern's literal text

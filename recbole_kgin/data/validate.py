@@ -177,7 +177,10 @@ def validate_dataset(
         if loops:
             report.warnings.append(f"{dataset}.kg: {loops} self-loop triple(s) (head == tail); kept as they are")
         if duplicates:
-            report.warnings.append(f"{dataset}.kg: {duplicates} duplicate triple(s); KGIN counts each once")
+            report.warnings.append(
+                f"{dataset}.kg: {duplicates} duplicate triple(s); KGIN counts each once, "
+                "RecBole's own models (KGAT, KGCN, CKE) every copy"
+            )
     if link is not None and report.ok:
         _check_links(dataset, link, item, fields["entity"], inter_items, kg, (head, tail), report)
     return report
