@@ -280,15 +280,14 @@ def _patch_sampler_checks() -> None:
 # speed benchmark's baseline). Each filter matches the message and the module that
 # issues it, so the same warnings from anywhere else, ours and the data checks
 # included, still show.
+_SPARSE_CONSTRUCTOR_DEPRECATED = r"torch\.sparse\.SparseTensor\(indices, values, shape, \*, device=\) is deprecated"
 KNOWN_WARNINGS = (
     (FutureWarning, r"A value is trying to be set on a copy of a DataFrame or Series through chained assignment",
      r"recbole\.data\.dataset\.dataset"),
     (FutureWarning, r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated", r"recbole\.trainer\.trainer"),
     (UserWarning, r"pkg_resources is deprecated as an API", r"ray\._private\.parameter"),
-    (UserWarning, r"torch\.sparse\.SparseTensor\(indices, values, shape, \*, device=\) is deprecated",
-     r"recbole\.model\.knowledge_aware_recommender\.kgat"),
-    (UserWarning, r"torch\.sparse\.SparseTensor\(indices, values, shape, \*, device=\) is deprecated",
-     r"recbole\.model\.knowledge_aware_recommender\.kgin"),
+    (UserWarning, _SPARSE_CONSTRUCTOR_DEPRECATED, r"recbole\.model\.knowledge_aware_recommender\.kgat"),
+    (UserWarning, _SPARSE_CONSTRUCTOR_DEPRECATED, r"recbole\.model\.knowledge_aware_recommender\.kgin"),
 )  # fmt: skip
 
 

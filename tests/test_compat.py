@@ -119,7 +119,6 @@ def test_looking_up_a_recbole_model_leaves_autograd_anomaly_detection_off():
     assert _anomaly_mode_after(fixed) == "False"
 
 
-
 def test_kgat_adjacency_builds_without_a_torch_warning():
     # torch warns once per process, so a fresh interpreter; every warning is an error there
     script = (
@@ -133,6 +132,7 @@ def test_kgat_adjacency_builds_without_a_torch_warning():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[[0.0, 0.5, 0.5], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]"
+
 
 @pytest.mark.parametrize("category, message, module", compat.KNOWN_WARNINGS)
 def test_known_third_party_warnings_are_silenced_at_their_source_only(category, message, module):
