@@ -59,8 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--tune_trials", type=int, default=None, metavar="N",
         help="tuned comparison: search every model with N Ray Tune trials (same budget), retrain the best over --seeds",
     )
-    compare.add_argument("--seeds", type=int, default=3, help="tuned comparison: seeds per best configuration (default 3)")
-    compare.add_argument("--tune_epochs", type=int, default=100, help="tuned comparison: epoch cap of a search trial")
+    compare.add_argument("--seeds", type=int, default=5, help="tuned comparison: runs (seeds) per best configuration (default 5)")
+    compare.add_argument(
+        "--split_seeds", type=int, default=2,
+        help="tuned comparison: more splits the first model and the best other run their seeds on (default 2)",
+    )
+    compare.add_argument(
+        "--tune_epochs", type=int, default=None,
+        help="tuned comparison: epoch cap of a search trial (default: --max_epochs); early stopping applies inside",
+    )
     compare.add_argument(
         "--max_epochs", type=int, default=500,
         help="tuned comparison: epoch cap of a seed run (early stopping should end it first; runs that hit it are flagged)",
@@ -83,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--num_samples", type=int, default=10, help="trials to sample (grid entries multiply it)")
     tune.add_argument("--search", default="random", help="random (default; grid entries expanded), optuna, hyperopt")
-    tune.add_argument("--scheduler", default="asha", help="asha (default: prunes on validation) or fifo")
+    tune.add_argument(
+        "--scheduler", default=None,
+        help="asha (prunes on validation; default of --tune) or fifo (no pruning; default of a tuned comparison)",
+    )
     tune.add_argument("--cpus_per_trial", type=float, default=1)
     tune.add_argument("--gpus_per_trial", type=float, default=0)
     tune.add_argument("--max_concurrent", type=int, default=None, help="trials at once (default: as resources allow)")
@@ -268,18 +278,20 @@ def _compare(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
 
 
 def _tuned_compare(args: argparse.Namespace, overrides: Dict[str, Any], models: List[str]) -> int:
-    from recbole_kgin.tuned_compare import Budget, format_table, run_tuned_comparison
+    from recbole_kgin.tuned_compare import Budget, run_tuned_comparison
+    from recbole_kgin.tuned_report import format_table
 
     budget = Budget(
         trials=args.tune_trials, tune_epochs=args.tune_epochs, seeds=args.seeds, max_epochs=args.max_epochs,
-        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, address=args.address,
-        grace_period=args.grace_period, data_on_nodes=args.data_on_nodes,
+        split_seeds=args.split_seeds, scheduler=args.scheduler or "fifo", cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, address=args.address, grace_period=args.grace_period,
+        data_on_nodes=args.data_on_nodes,
     )  # fmt: skip
     command = " ".join([_program_name(), *args.argv])
     outcome = run_tuned_comparison(
         models, args.dataset, budget, config_file_list(args), overrides, args.output, args.force, command
     )
-    print(format_table(outcome["summaries"], outcome["significance"], budget, outcome["metrics"]))
+    print(format_table(outcome["summaries"], outcome["significance"], budget, outcome["settings"], outcome["metrics"]))
     print(f"outputs: {outcome['output']}")
     return 1 if any(summary.error for summary in outcome["summaries"]) else 0
 
@@ -318,7 +330,7 @@ def _tune(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
     model = tune_model(args)
     outcome = run_tune(
         args.tune, model, args.dataset, config_file_list(args), overrides,
-        num_samples=args.num_samples, search=args.search, scheduler=args.scheduler,
+        num_samples=args.num_samples, search=args.search, scheduler=args.scheduler or "asha",
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         address=args.address, output=args.output, max_concurrent=args.max_concurrent,
         grace_period=args.grace_period, data_on_nodes=args.data_on_nodes,

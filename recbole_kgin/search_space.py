@@ -11,16 +11,20 @@ Each key is a config key; its value is a plain value or a one-key mapping
 ``{choice|grid: [values...]}`` or ``{uniform|loguniform|randint: [low, high]}``.
 Anything else is refused with a one-line error naming the file and the key.
 
-Spaces for KGIN, KGAT, KGCN, CKE and BPR ship with the package (``tuning/`` in the
+Spaces for every model of the tuned comparison ship with the package (``tuning/`` in the
 repository, ``recbole_kgin/tuning`` in a wheel): ``--tune KGIN`` finds the packaged
 ``KGIN.yaml`` by model name; a path to a file of your own still works.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from numbers import Real
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
 
 import yaml
 
@@ -122,3 +126,61 @@ def to_ray(space: Dict[str, Any]) -> Dict[str, Any]:
 
 def has_grid(space: Dict[str, Any]) -> bool:
     return any(isinstance(v, dict) and "grid" in v for v in space.values())
+
+
+DISCRETE = ("choice", "grid", "randint")
+
+
+def _values(sampler: str, arguments: List[Any]) -> List[Any]:
+    """The finite values of a discrete entry (``randint``: its integers, high excluded)."""
+    return list(range(arguments[0], arguments[1])) if sampler == "randint" else list(arguments)
+
+
+def plan_trials(space: Dict[str, Any], trials: int, seed: int) -> Tuple[List[Dict[str, Any]], str]:
+    """The configurations a search of ``trials`` trials runs, drawn once and reproducibly
+    (``seed``): ``(configurations, "grid" | "sample")``.
+
+    Discrete entries (``choice``, ``randint``) span a grid of combinations. Where the space
+    has no continuous entry and its grid holds at most ``trials`` combinations, every
+    combination runs once (``grid``: fewer trials than asked where the grid is smaller).
+    Otherwise ``trials`` combinations are drawn **without replacement** (each combination
+    at most once; where the grid is smaller than ``trials``, every combination runs
+    equally often, give or take one) and continuous entries (``uniform``, ``loguniform``)
+    are sampled afresh for each trial. ``grid`` entries keep Ray's meaning: every value
+    of theirs is crossed with all of the above, so a space with ``grid`` entries runs
+    ``trials`` times the product of their lengths. Plain values are fixed in every
+    configuration.
+    """
+    rng = np.random.default_rng(seed)
+    fixed = {key: value for key, value in space.items() if not isinstance(value, dict)}
+    samplers = {key: next(iter(value.items())) for key, value in space.items() if isinstance(value, dict)}
+    crossed = {key: list(args) for key, (sampler, args) in samplers.items() if sampler == "grid"}
+    discrete = {key: _values(sampler, args) for key, (sampler, args) in samplers.items() if sampler in ("choice", "randint")}
+    continuous = {key: (sampler, args) for key, (sampler, args) in samplers.items() if sampler not in DISCRETE}
+    keys = list(discrete)
+    sizes = [len(discrete[key]) for key in keys]
+    combinations = math.prod(sizes)
+    if not continuous and combinations <= trials:
+        indices, kind = list(range(combinations)), "grid"
+    else:
+        rounds, rest = divmod(trials, combinations)
+        indices = [int(i) for _ in range(rounds) for i in rng.permutation(combinations)]
+        indices += [int(i) for i in rng.choice(combinations, size=rest, replace=False)]
+        kind = "sample"
+    drawn = []
+    for index in indices:
+        config = dict(fixed)
+        for key, size in zip(reversed(keys), reversed(sizes)):  # mixed radix: last key fastest
+            index, position = divmod(index, size)
+            config[key] = discrete[key][position]
+        for key, (sampler, (low, high)) in continuous.items():
+            value = rng.uniform(low, high) if sampler == "uniform" else math.exp(rng.uniform(math.log(low), math.log(high)))
+            config[key] = float(value)
+        drawn.append({key: config[key] for key in space if key in config})
+    if not crossed:
+        return drawn, kind
+    planned = []
+    for values in itertools.product(*crossed.values()):
+        for config in drawn:
+            planned.append({**config, **dict(zip(crossed, values))})
+    return [{key: config[key] for key in space} for config in planned], kind

@@ -1,26 +1,37 @@
-"""Per-user test metrics and the paired test that compares two models on them.
+"""Per-user test metrics, and the tests that compare two models over training runs.
 
-RecBole reports a metric's mean over test users; a significance test needs each
-user's value. :func:`capture_per_user` wraps a trainer's evaluator for one
-evaluation and keeps, per test user (RecBole's internal user id, in the full-ranking
-loader's order), Recall@k and NDCG@k, computed by RecBole's own metric classes from
-the same top-k structure the reported means come from.
+RecBole reports a metric's mean over test users, rounded. :func:`capture_per_user` wraps
+a trainer's evaluator for one evaluation and keeps, per test user (RecBole's internal
+user id, in the full-ranking loader's order), Recall@k and NDCG@k, computed by RecBole's
+own metric classes from the same top-k structure the reported means come from; a run's
+figure is their mean, unrounded (:func:`run_value`).
 
-:func:`paired_wilcoxon` pairs two models' per-user values by user and runs the
-Wilcoxon signed-rank test (two-sided): per-user Recall/NDCG are bounded, skewed and
-mostly tied at 0, so a paired t-test's normality does not hold, while the signed-rank
-test needs only the paired differences to be symmetric about their median under the
-null. Zero differences are dropped (``zero_method="wilcox"``), as is usual.
+A trained model is one draw of a random process (initialisation, dropout, negatives,
+batch order, and the split). Two models are therefore compared over **runs**, paired
+by (split seed, seed): :func:`compare_runs` gives the mean difference of the run values,
+a paired t-test over the pairs (two-sided), the relative effect (difference over the
+other model's mean) and a 95% confidence interval of the difference from a two-level
+bootstrap that resamples the run pairs and, inside each, the test users, so that
+both training variance and the choice of users widen it. :func:`holm` adjusts the
+p-values of all the tests a report makes (Holm's step-down, family-wise error).
+
+Ties: run values are rounded to :data:`DECIMALS` places before they are differenced,
+so that two runs equal up to float noise (a mean summed in another order) count as a
+tie, never as a tiny difference of either sign; where every pair ties, the test
+reports p = 1.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Dict, Hashable, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 PER_USER_METRICS = ("recall", "ndcg")
+DECIMALS = 10  # run values are compared at this precision
+BOOTSTRAP_SAMPLES = 10000
+CONFIDENCE = 0.95
 
 
 @contextmanager
@@ -56,32 +67,87 @@ def capture_per_user(trainer, eval_data, ks: Sequence[int]) -> Iterator[Dict[str
         trainer.evaluator.evaluate = evaluate
 
 
-def mean_over_runs(runs: Sequence[Mapping[int, float]]) -> Dict[int, float]:
-    """Per user, the mean of their values over runs (seeds); users missing from any run
-    (a split where they had no test item) are left out."""
-    if not runs:
-        return {}
-    common = set(runs[0])
-    for run in runs[1:]:
-        common &= set(run)
-    return {user: float(np.mean([run[user] for run in runs])) for user in sorted(common)}
+def run_value(per_user: Mapping[int, float]) -> float:
+    """A run's figure for one metric: the mean over its test users, unrounded."""
+    return float(np.mean(list(per_user.values()))) if per_user else float("nan")
 
 
-def paired_wilcoxon(first: Mapping[int, float], second: Mapping[int, float]) -> Dict[str, Optional[float]]:
-    """Wilcoxon signed-rank test (two-sided) of ``first`` against ``second`` over the
-    users both have. Returns ``users`` (pairs), ``mean_difference`` (first - second),
-    ``statistic`` and ``p_value`` (None where every difference is 0)."""
-    from scipy.stats import wilcoxon
+def compare_runs(
+    ours: Mapping[Hashable, Mapping[int, float]],
+    theirs: Mapping[Hashable, Mapping[int, float]],
+    seed: int = 0,
+    samples: int = BOOTSTRAP_SAMPLES,
+) -> Dict[str, Optional[float]]:
+    """Our model against theirs on one metric, over the runs both have.
 
-    users: List[int] = sorted(set(first) & set(second))
-    differences = np.array([first[user] - second[user] for user in users], dtype=float)
-    outcome: Dict[str, Optional[float]] = {
-        "users": len(users),
-        "mean_difference": float(differences.mean()) if len(users) else None,
-        "statistic": None,
-        "p_value": None,
-    }
-    if np.count_nonzero(differences):
-        result = wilcoxon(differences, zero_method="wilcox", alternative="two-sided")
-        outcome["statistic"], outcome["p_value"] = float(result.statistic), float(result.pvalue)
+    ``ours``/``theirs`` map a run's key, ``(split_seed, seed)``, to its per-user test
+    values ``{user: value}``; runs pair by key, users by id within a pair. Returns
+    ``pairs``, ``mean_ours``, ``mean_theirs``, ``difference`` (ours - theirs, mean over
+    pairs), ``relative`` (difference / mean_theirs), ``statistic`` and ``p_value`` of the
+    paired t-test over pairs (two-sided; None with fewer than 2 pairs), ``ci_low`` and
+    ``ci_high`` (the bootstrap's 2.5% and 97.5% quantiles of the mean difference).
+    """
+    from scipy.stats import ttest_rel
+
+    keys = sorted(set(ours) & set(theirs), key=repr)
+    a = np.round([run_value(ours[key]) for key in keys], DECIMALS)
+    b = np.round([run_value(theirs[key]) for key in keys], DECIMALS)
+    outcome: Dict[str, Optional[float]] = dict.fromkeys(
+        ("pairs", "mean_ours", "mean_theirs", "difference", "relative", "statistic", "p_value", "ci_low", "ci_high")
+    )
+    outcome["pairs"] = len(keys)
+    if not keys:
+        return outcome
+    differences = np.round(a - b, DECIMALS)
+    outcome.update(mean_ours=float(a.mean()), mean_theirs=float(b.mean()), difference=float(differences.mean()))
+    outcome["relative"] = float(differences.mean() / b.mean()) if b.mean() else None
+    if len(keys) >= 2:
+        if not np.any(differences):
+            outcome["statistic"], outcome["p_value"] = 0.0, 1.0
+        else:
+            result = ttest_rel(a, b)
+            constant = np.all(differences == differences[0])  # every pair the same nonzero gap
+            outcome["statistic"] = float(result.statistic) if not constant else float("inf") * np.sign(differences[0])
+            outcome["p_value"] = float(result.pvalue) if not constant else 0.0
+    outcome["ci_low"], outcome["ci_high"] = _bootstrap_interval(
+        [_user_differences(ours[key], theirs[key]) for key in keys], seed, samples
+    )
     return outcome
+
+
+def _user_differences(ours: Mapping[int, float], theirs: Mapping[int, float]) -> np.ndarray:
+    """Per-user differences of one run pair, over the users both runs tested."""
+    users = sorted(set(ours) & set(theirs))
+    return np.array([ours[user] - theirs[user] for user in users], dtype=float)
+
+
+def _bootstrap_interval(runs: Sequence[np.ndarray], seed: int, samples: int) -> List[float]:
+    """The central ``CONFIDENCE`` interval of the mean difference: each bootstrap sample
+    draws the run pairs with replacement and, within each drawn pair, its users with
+    replacement; its statistic is the mean over drawn pairs of their user means."""
+    rng = np.random.default_rng(seed)
+    count = len(runs)
+    run_means = np.empty((count, samples))
+    for index, differences in enumerate(runs):  # (runs, samples): a user resample per run and sample
+        if len(differences) == 0:
+            run_means[index] = 0.0
+            continue
+        draws = rng.integers(0, len(differences), size=(samples, len(differences)))
+        run_means[index] = differences[draws].mean(axis=1)
+    picked = rng.integers(0, count, size=(samples, count))  # run pairs drawn per sample
+    statistics = np.round(run_means[picked, np.arange(samples)[:, None]].mean(axis=1), DECIMALS)
+    tail = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(statistics, [tail, 1 - tail])
+    return [float(low), float(high)]
+
+
+def holm(p_values: Sequence[Optional[float]]) -> List[Optional[float]]:
+    """Holm's step-down adjustment of a family of p-values (None stays None and is not
+    counted): the i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j))."""
+    present = [(p, index) for index, p in enumerate(p_values) if p is not None]
+    adjusted: List[Optional[float]] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(sorted(present)):
+        running = max(running, min(1.0, (len(present) - rank) * p))
+        adjusted[index] = running
+    return adjusted

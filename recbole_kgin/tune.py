@@ -16,8 +16,10 @@ The test set is touched once, at the end, when the best configuration is retrain
 and evaluated. A trial that raises (bad value, out of memory) is marked failed and
 the search goes on.
 
-Search algorithms: ``random`` (default; Ray's variant generator: random samples, and
-``grid`` entries expanded), ``optuna`` or ``hyperopt`` when installed. Resources per
+Search algorithms: ``random`` (default: the configurations are drawn once, without
+replacement, by :func:`recbole_kgin.search_space.plan_trials` from the config's ``seed``,
+a full grid where the space is discrete and small enough, and Ray runs that list),
+``optuna`` or ``hyperopt`` when installed. Resources per
 trial: ``--cpus_per_trial``/``--gpus_per_trial``, as Ray reads them; a trial trains
 with at most ``int(cpus_per_trial)`` torch threads (at least one) and on the GPUs Ray
 assigned it (none: CPU). ``--address`` (or ``RAY_ADDRESS``) attaches to a running Ray
@@ -48,10 +50,11 @@ import yaml
 from recbole_kgin.config import Config
 from recbole_kgin.data.on_nodes import MODES, SHARED, SHIP, DatasetFiles, describe, prepare_every_node, prepare_here, read_payload
 from recbole_kgin.errors import UserInputError
-from recbole_kgin.search_space import has_grid, load_space, to_ray
+from recbole_kgin.search_space import has_grid, load_space, plan_trials, to_ray
 from recbole_kgin.utils import write_text_atomically
 
 SEARCHERS = ("random", "optuna", "hyperopt")
+PLANNED = "planned"  # the one Ray parameter of a planned search: the trial's configuration
 SCHEDULERS = ("asha", "fifo")
 QUIET = {"show_progress": False, "state": "WARNING"}
 CHECKPOINT_SECONDS = 300.0  # a trial's training time between two checkpoints
@@ -67,6 +70,12 @@ class TrialRow:
     status: str  # completed, stopped by ASHA, stopped by RecBole, failed: ...
     node: str = ""  # the Ray node id the trial ran on
     threads: Optional[int] = None  # torch threads it trained with (at its last report)
+    seconds: float = 0.0  # the trial's wall-clock time, training and validation (Ray's time_total_s)
+
+    @property
+    def capped(self) -> bool:
+        """The trial ran to the search's epoch cap without stopping on its own."""
+        return self.status == "completed"
 
 
 def _trainable(
@@ -90,6 +99,7 @@ def _trainable(
     from recbole_kgin.resumable import last_checkpoint_path
 
     expected, mode, payload_ref = data
+    params = params.get(PLANNED, params)
     problem, data_path = prepare_here(expected, mode, lambda: ray.get(payload_ref))
     if problem is not None:
         raise UserInputError(f"dataset on node {ray.get_runtime_context().get_node_id()[:12]}: {problem}")
@@ -220,20 +230,23 @@ def _trial_rows(result_grid, max_epochs: int, bigger: bool) -> List[TrialRow]:
             status = "stopped by ASHA"
         else:
             status = "completed"
-        params = {k: v for k, v in (result.config or {}).items()}
+        config = dict(result.config or {})
+        params = dict(config.get(PLANNED, config))
         node = str(frame["node"].iloc[-1]) if scores and "node" in frame.columns else ""
         threads = int(frame["threads"].iloc[-1]) if scores and "threads" in frame.columns else None
-        rows.append(TrialRow(f"trial {index}", params, best, len(scores), status, node, threads))
+        seconds = float(frame["time_total_s"].iloc[-1]) if scores and "time_total_s" in frame.columns else 0.0
+        rows.append(TrialRow(f"trial {index}", params, best, len(scores), status, node, threads, seconds))
     return rows
 
 
 def format_trials(rows: Sequence[TrialRow]) -> str:
     keys = sorted({k for row in rows for k in row.params})
-    header = ["trial", *keys, "best valid", "epochs", "status", "node", "threads"]
+    header = ["trial", *keys, "best valid", "epochs", "status", "seconds", "node", "threads"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row.trial] + [_short(row.params.get(k, "")) for k in keys]
         cells += ["" if row.best_valid_score is None else f"{row.best_valid_score:.4f}", str(row.epochs_run), row.status]
+        cells += [f"{row.seconds:.0f}"]
         cells += [row.node[:12], "" if row.threads is None else str(row.threads)]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines)
@@ -283,8 +296,9 @@ def run_tune(
     data_on_nodes: Optional[str] = None,
     checkpoint_seconds: float = CHECKPOINT_SECONDS,
 ) -> Dict[str, Any]:
-    """Run the search; returns ``{"trials", "best_params", "best_valid_score",
-    "best_config_file", "test_result", "retrained_valid_score", "valid_metric"}``
+    """Run the search; returns ``{"trials", "best_params", "best_trial", "best_valid_score",
+    "best_config_file", "test_result", "retrained_valid_score", "valid_metric", "plan"}``
+    (``plan``: ``grid`` or ``sample`` for the random search, else the searcher's name)
     (the retrained values are None when ``retrain`` is False). With ``resume``, a search
     whose Ray records are in the output folder continues: its finished trials are kept
     (Ray's ``Tuner.restore``), unfinished ones continue from their last checkpoint (taken
@@ -301,6 +315,10 @@ def run_tune(
     metric, bigger = base["valid_metric"], base["valid_metric_bigger"]
     # a trial's threads: its CPUs, unless the user capped them (governed either way)
     threads = {"cpu_threads": max(1, int(cpus_per_trial)) if base["cpu_threads"] == "auto" else base["cpu_threads"]}
+    plan_kind = None
+    if search == "random":  # the drawn configurations, each run once
+        plan, plan_kind = plan_trials(space, num_samples, int(base["seed"]))
+        space, num_samples = {PLANNED: {"grid": plan}}, 1
     output_dir = Path(output or f"results/tune-{model}-{dataset}").resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     trial_args = dict(
@@ -324,6 +342,8 @@ def run_tune(
     return {
         "trials": rows,
         "best_params": best.params,
+        "best_trial": best,
+        "plan": plan_kind or search,
         "best_valid_score": best.best_valid_score,
         "best_config_file": str(best_file),
         "test_result": test_result,
@@ -471,8 +491,8 @@ def _write_trials(rows: Sequence[TrialRow], output_dir: Path) -> None:
     keys = sorted({k for row in rows for k in row.params})
     with open(output_dir / "trials.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["trial", *keys, "best_valid_score", "epochs_run", "status", "node", "threads"])
+        writer.writerow(["trial", *keys, "best_valid_score", "epochs_run", "status", "seconds", "node", "threads"])
         for row in rows:
             writer.writerow([row.trial, *[row.params.get(k, "") for k in keys],
                              "" if row.best_valid_score is None else row.best_valid_score, row.epochs_run, row.status,
-                             row.node, "" if row.threads is None else row.threads])
+                             row.seconds, row.node, "" if row.threads is None else row.threads])

@@ -1,48 +1,50 @@
-"""A comparison a reviewer would accept: every model tuned with the same budget,
-its best configuration retrained over seeds, and a paired significance test.
+"""A tuned comparison: every model searched with the same budget, its best configuration
+retrained over seeds and splits, and compared with KGIN over those runs.
 
-    python run_recbole_kgin.py --dataset lastfm --data_path=../shared/datasets \\
-        --compare KGIN,KGAT,KGCN,CKE,BPR --tune_trials 12 --seeds 3
+    python run_recbole_kgin.py --dataset lastfm --data_path=DIR \\
+        --compare KGIN,KGAT,KGCN,CKE,BPR,LightGCN --tune_trials 20 --seeds 5 --split_seeds 2
 
-For every model in the list:
+The protocol, the same for every model:
 
-1. a Ray Tune search over its packaged space (``tuning/<Model>.yaml``) with the same
-   budget for every model: ``tune_trials`` trials, ``tune_epochs`` epochs at most per
-   trial, ASHA pruning on the **validation** metric (:mod:`recbole_kgin.tune`);
-2. the best configuration retrained with seeds ``1..seeds`` until RecBole's early
-   stopping, on the split the search validated on (``split_seed``: the seeds vary the
-   model's initialisation, dropout, negatives and batch order, not which interactions
-   are test), with ``max_epochs`` as a cap that should not bind: a run that reaches it
-   is flagged (``cap``) in the table;
-3. per model: mean ± std over seeds of Recall/NDCG at each ``topk`` (10, 20), best
-   epoch, s/epoch, and minutes to converge (wall-clock from the first epoch to the end
-   of the best epoch's validation); then a Wilcoxon signed-rank test
-   (:mod:`recbole_kgin.significance`) of the first model (KGIN) against the best other
-   model (by mean test Recall@20, the largest k) on per-user test Recall@20 and
-   NDCG@20, each user's value averaged over seeds;
-4. figures: the validation metric against epoch and against wall-clock seconds (mean
-   over seeds, one line per model), beside the bar chart of test metrics.
+1. **Shared settings**: :data:`PROTOCOL` (training batch 2048, embedding size 64) under
+   the user's settings, which apply to every model alike (``--train_batch_size=...``).
+2. **Search**: a Ray Tune search over the model's packaged space (``tuning/<Model>.yaml``)
+   of ``tune_trials`` configurations, a full grid where the space is discrete and no
+   larger, otherwise drawn without replacement
+   (:func:`recbole_kgin.search_space.plan_trials`). Every trial trains with RecBole's
+   early stopping on the **validation** metric (``stopping_step``) and a cap of
+   ``tune_epochs`` epochs (default: ``max_epochs``, the seed runs' cap); ``scheduler``
+   ``fifo`` (default) prunes nothing, ``asha`` stops trials that trail at its rungs
+   (from ``grace_period`` epochs). A best trial that ran to the cap is reported: the cap
+   bound it.
+3. **Runs**: the best configuration retrained with seeds ``1..seeds`` on the split the
+   search validated on (``split_seed`` = the config's ``seed``: the seeds vary the
+   initialisation, dropout, negatives and batch order, not which interactions are test),
+   each until early stopping, ``max_epochs`` at most. The first model and the best
+   other model (by mean test Recall@k at the largest k) run the same seeds on
+   ``split_seeds`` more splits (``split_seed + 1``, ...), which shows how much the split
+   moves the result. Seeds are shared by all models, so that runs pair.
+4. **Tests** (:mod:`recbole_kgin.significance`): the first model against every other, on
+   Recall@k and NDCG@k at the largest k, over the runs both have, paired by (split, seed):
+   mean difference with a 95% bootstrap interval (runs and users resampled), relative
+   effect, paired t-test over runs, and Holm's adjustment over every test of the report.
 
-Outputs in ``DIR`` (default ``results/compare-<dataset>``): ``tuned.md``, ``tuned.csv``,
-``tuned.json``, ``curves.png``, ``comparison.png``; ``search/<Model>/`` (the search:
-``trials.md``, ``trials.csv``, ``best_<Model>_<dataset>.yaml``, ``search.json``);
-``tuned/<Model>/<dataset>.yaml`` (the best configuration as a property file, with the
-search that produced it in its header: copy it to ``properties/model/`` to make it the
-default); ``runs/`` (one finished seed run each, per-user metrics beside it).
-The tables and figures are rewritten after every model, so a comparison that is
-killed (or still running) shows the models finished so far, the others listed as not
-run yet; until every model is in, the significance test is against the best *finished*
-other model. Everything is cached: a finished search (same space, budget and settings)
-and a finished seed run (same resolved config and data) are not redone, a killed search
-resumes from Ray's records, its finished trials kept, and a killed seed run from its
-last validation.
+Outputs in ``DIR`` (default ``results/compare-<dataset>``): ``tuned.md`` (the tables),
+``tuned.json``, ``tuned.csv``, ``runs.csv`` (one row per run), ``curves.png``,
+``comparison.png``; ``search/<Model>/`` (``trials.md``, ``trials.csv``,
+``best_<Model>_<dataset>.yaml``, ``search.json``); ``tuned/<Model>/<dataset>.yaml`` (the
+best configuration as a property file, its search in the header); ``runs/`` (one
+finished run each, per-user test values beside it). The outputs are rewritten after
+every model, the models not finished yet listed as such. Everything is cached: a
+finished search (same space, budget and settings) and a finished run (same resolved
+config and data) are not redone; a killed search resumes from Ray's records, a killed
+run from its last validation.
 
 Several processes can share one comparison: start the same command on every core
 (``taskset -c 0 python run_recbole_kgin.py ... &``, ``taskset -c 1 ...``). Each model's
-search and each seed run is claimed by one process (:mod:`recbole_kgin.claims`); the
-others go on to what is free and, at the end, wait for what they skipped and read it
-from the cache, so every process ends with the full table. ``--force`` redoes everything
-in every process: use it with one process only.
+search and each run is claimed by one process (:mod:`recbole_kgin.claims`); the others
+go on to what is free and, at the end, wait for what they skipped and read it from the
+cache. ``--force`` redoes everything in every process: use it with one process only.
 """
 
 from __future__ import annotations
@@ -50,24 +52,31 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from recbole.utils import init_logger
 
 from recbole_kgin.claims import claim
-from recbole_kgin.compare import ModelConfig, RunResult, configs_for, output_folder, plot_comparison, run_one
+from recbole_kgin.compare import ModelConfig, RunResult, configs_for, output_folder, run_one
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.search_space import resolve_space
-from recbole_kgin.significance import mean_over_runs, paired_wilcoxon
+from recbole_kgin.significance import compare_runs, holm
+from recbole_kgin.tuned_report import write_outputs
 from recbole_kgin.utils import write_text_atomically
 
+# Settings every model of a comparison trains with, unless the user sets them for all.
+PROTOCOL = {"train_batch_size": 2048, "embedding_size": 64}
+PROTOCOL_VERSION = 2  # part of a search's cache key: a search of another protocol is redone
+SCHEDULERS = ("fifo", "asha")
 SIGNIFICANCE_LEVEL = 0.05
 # Training settings of the comparison that a shipped property file carries beside the
-# searched values, so that a run on its defaults trains as the seed runs did.
-TRAINING_KEYS = ("stopping_step", "train_batch_size", "learner", "weight_decay", "clip_grad_norm", "eval_step")
+# searched values, so that a run on its defaults trains as the comparison's runs did.
+TRAINING_KEYS = (
+    "stopping_step", "train_batch_size", "embedding_size", "learner", "weight_decay", "clip_grad_norm", "eval_step",
+)  # fmt: skip
 
 
 def table_metrics(ks: Sequence[int]) -> List[str]:
@@ -77,26 +86,52 @@ def table_metrics(ks: Sequence[int]) -> List[str]:
 
 @dataclass
 class Budget:
-    """What every model gets: search trials and epochs per trial, seeds, the retraining cap."""
+    """What every model gets: search trials and their epoch cap, seeds and extra splits
+    of the runs, the runs' epoch cap, and how trials are scheduled."""
 
     trials: int
-    tune_epochs: int
+    tune_epochs: Optional[int]  # a trial's epoch cap; None: max_epochs
     seeds: int
     max_epochs: int
+    split_seeds: int = 0  # extra splits for the first model and the best other
+    scheduler: str = "fifo"
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
     address: Optional[str] = None
     grace_period: int = 1  # epochs before ASHA may stop a trial
     data_on_nodes: Optional[str] = None  # see recbole_kgin.data.on_nodes
 
+    @property
+    def trial_cap(self) -> int:
+        return self.tune_epochs or self.max_epochs
+
     def check(self) -> None:
-        if self.trials < 1 or self.seeds < 1 or self.tune_epochs < 1 or self.max_epochs < 1:
+        if self.trials < 1 or self.seeds < 1 or self.trial_cap < 1 or self.max_epochs < 1:
             raise UserInputError("--tune_trials, --seeds, --tune_epochs and --max_epochs must be >= 1")
+        if self.split_seeds < 0:
+            raise UserInputError("--split_seeds must be >= 0")
+        if self.scheduler not in SCHEDULERS:
+            raise UserInputError(f"--scheduler {self.scheduler}: a tuned comparison takes {' or '.join(SCHEDULERS)}")
+
+
+@dataclass
+class Run:
+    """One finished (or failed) run of a model: its split, its seed, its result and its
+    per-user test values (``{"recall@20": {user: value}, ...}``)."""
+
+    split_seed: int
+    seed: int
+    result: RunResult
+    users: Dict[str, Dict[int, float]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> Tuple[int, int]:
+        return (self.split_seed, self.seed)
 
 
 @dataclass
 class ModelSummary:
-    """One model's row: seeds aggregated."""
+    """One model's row: its runs on the search's split aggregated, and its budget."""
 
     model: str
     params: Dict[str, Any]
@@ -107,14 +142,22 @@ class ModelSummary:
     best_epoch: float
     seconds_per_epoch: float
     minutes_to_converge: float
-    capped_runs: int
+    capped_runs: int  # runs, on every split, that ran to max_epochs
+    runs: int = 0  # finished runs on every split
+    trials: int = 0
+    plan: str = ""  # grid or sample
+    trial_epochs: int = 0
+    search_hours: float = 0.0
+    best_trial_epochs: int = 0
+    best_trial_capped: bool = False
+    run_hours: float = 0.0  # every run's training and validation, extra splits included
     error: str = ""
 
 
 def _search_key(space: Path, model: str, dataset: str, budget: Budget, settings: Dict[str, Any]) -> str:
     digest = hashlib.sha256()
     digest.update(space.read_bytes())
-    what = [model, dataset, budget.trials, budget.tune_epochs, budget.grace_period, settings]
+    what = [PROTOCOL_VERSION, model, dataset, budget.trials, budget.trial_cap, budget.scheduler, budget.grace_period, settings]
     digest.update(json.dumps(what, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:12]
 
@@ -128,7 +171,9 @@ def search_model(
     folder: Path,
     force: bool,
 ) -> Dict[str, Any]:
-    """The model's search, or its cached result: ``{"params", "best_valid_score", "key"}``."""
+    """The model's search, or its cached result: the best ``params`` and
+    ``best_valid_score``, and what the search spent (``trials``, ``trial_epochs``,
+    ``trial_seconds``, ``best_trial_epochs``, ``best_trial_capped``)."""
     from recbole_kgin.tune import plain_value, run_tune
 
     space = resolve_space(model)
@@ -139,20 +184,27 @@ def search_model(
         if cached.get("key") == key:
             return cached
     outcome = run_tune(
-        str(space), model, dataset, config_file_list, {**config_dict, "epochs": budget.tune_epochs},
-        num_samples=budget.trials, cpus_per_trial=budget.cpus_per_trial, gpus_per_trial=budget.gpus_per_trial,
-        address=budget.address, output=str(folder), retrain=False, resume=not force,
-        grace_period=budget.grace_period, data_on_nodes=budget.data_on_nodes,
+        str(space), model, dataset, config_file_list, {**config_dict, "epochs": budget.trial_cap},
+        num_samples=budget.trials, scheduler=budget.scheduler, cpus_per_trial=budget.cpus_per_trial,
+        gpus_per_trial=budget.gpus_per_trial, address=budget.address, output=str(folder), retrain=False,
+        resume=not force, grace_period=budget.grace_period, data_on_nodes=budget.data_on_nodes,
     )  # fmt: skip
+    rows, best = outcome["trials"], outcome["best_trial"]
     result = {
         "key": key,
         "model": model,
-        "space": str(space),
+        "space": space.name,
         "params": {name: plain_value(value) for name, value in outcome["best_params"].items()},
         "best_valid_score": outcome["best_valid_score"],
         "valid_metric": outcome["valid_metric"],
-        "trials": budget.trials,
-        "tune_epochs": budget.tune_epochs,
+        "plan": outcome["plan"],
+        "trials": len(rows),
+        "tune_epochs": budget.trial_cap,
+        "scheduler": budget.scheduler,
+        "trial_epochs": sum(row.epochs_run for row in rows),
+        "trial_seconds": sum(row.seconds for row in rows),
+        "best_trial_epochs": best.epochs_run,
+        "best_trial_capped": best.capped,
     }
     write_text_atomically(record, json.dumps(result, indent=2))
     return result
@@ -165,25 +217,33 @@ def write_property_file(
     the header: the searched values over the comparison's ``training`` settings."""
     header = (
         f"# {model} on {dataset}: best of a Ray Tune search by recbole-kgin's tuned comparison,\n"
-        f"# {search['trials']} trials over {Path(search['space']).name}, at most {search['tune_epochs']} epochs each,\n"
-        f"# ASHA on validation {search['valid_metric']} (best {search['best_valid_score']:.4f}); never on test.\n"
+        f"# {search['trials']} trials ({search['plan']}) over {Path(search['space']).name}, early stopping on\n"
+        f"# validation {search['valid_metric']} inside each, at most {search['tune_epochs']} epochs, "
+        f"scheduler {search['scheduler']}\n"
+        f"# (best {search['best_valid_score']:.4f}); never on test.\n"
         f"# Command: {command}\n"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(path, header + yaml.safe_dump({**training, **search["params"]}, sort_keys=True))
 
 
-def summarize(
-    model: str, search: Dict[str, Any], runs: Sequence[RunResult], max_epochs: int, metrics: Sequence[str]
-) -> ModelSummary:
-    """Mean ± std over the seed runs of one model."""
-    finished = [run for run in runs if run.status in ("ok", "cached")]
-    if not finished:
-        errors = "; ".join(run.error for run in runs if run.error) or "no finished run"
-        return ModelSummary(model, search.get("params", {}), search.get("best_valid_score"), 0, {}, {}, 0, 0, 0, 0, errors)
+def summarize(model: str, search: Dict[str, Any], runs: Sequence[Run], budget: Budget, metrics: Sequence[str]) -> ModelSummary:
+    """Mean ± std over the model's runs on the search's split (the first split seed
+    among ``runs``), and its budget: the search's and every run's hours."""
+    spent = dict(
+        trials=search.get("trials", 0), plan=search.get("plan", ""), trial_epochs=search.get("trial_epochs", 0),
+        search_hours=search.get("trial_seconds", 0.0) / 3600, best_trial_epochs=search.get("best_trial_epochs", 0),
+        best_trial_capped=bool(search.get("best_trial_capped", False)),
+    )  # fmt: skip
+    finished = [run for run in runs if run.result.status in ("ok", "cached")]
+    main_split = [run for run in finished if run.split_seed == min(r.split_seed for r in finished)] if finished else []
+    if not main_split:
+        errors = "; ".join(run.result.error for run in runs if run.result.error) or "no finished run"
+        return ModelSummary(model, search.get("params", {}), search.get("best_valid_score"), 0, {}, {}, 0, 0, 0, 0,
+                            **spent, error=errors)  # fmt: skip
     mean, std = {}, {}
     for metric in metrics:
-        values = [run.test_result[metric] for run in finished if metric in run.test_result]
+        values = [run.result.test_result[metric] for run in main_split if metric in run.result.test_result]
         if values:
             mean[metric] = statistics.mean(values)
             std[metric] = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -191,17 +251,20 @@ def summarize(
         model=model,
         params=search["params"],
         search_valid_score=search["best_valid_score"],
-        seeds=len(finished),
+        seeds=len(main_split),
         mean=mean,
         std=std,
-        best_epoch=statistics.mean(run.best_epoch or 0 for run in finished),
-        seconds_per_epoch=statistics.mean(run.train_seconds_per_epoch or 0.0 for run in finished),
-        minutes_to_converge=statistics.mean(_seconds_to_best(run) / 60 for run in finished),
-        capped_runs=sum(run.epochs_run >= max_epochs for run in finished),
+        best_epoch=statistics.mean(run.result.best_epoch or 0 for run in main_split),
+        seconds_per_epoch=statistics.mean(run.result.train_seconds_per_epoch or 0.0 for run in main_split),
+        minutes_to_converge=statistics.mean(seconds_to_best(run.result) / 60 for run in main_split),
+        capped_runs=sum(run.result.epochs_run >= budget.max_epochs for run in finished),
+        runs=len(finished),
+        run_hours=sum(run.result.valid_curve[-1][2] for run in finished if run.result.valid_curve) / 3600,
+        **spent,
     )
 
 
-def _seconds_to_best(run: RunResult) -> float:
+def seconds_to_best(run: RunResult) -> float:
     """Wall-clock seconds from the start of training to the end of the best epoch's validation."""
     for epoch, _, seconds in run.valid_curve:
         if epoch == run.best_epoch:
@@ -209,126 +272,55 @@ def _seconds_to_best(run: RunResult) -> float:
     return run.valid_curve[-1][2] if run.valid_curve else 0.0
 
 
+def best_other(models: Sequence[str], summaries: Sequence[ModelSummary], rank_metric: str) -> Optional[str]:
+    """The model after the first with the highest mean test ``rank_metric``; None where
+    no other model has finished."""
+    others = [s for s in summaries if s.model != models[0] and s.seeds and rank_metric in s.mean]
+    return max(others, key=lambda s: s.mean[rank_metric]).model if others else None
+
+
 def significance(
-    models: Sequence[str],
-    summaries: Sequence[ModelSummary],
-    per_user: Dict[str, List[Dict[str, Dict[int, float]]]],
-    k: int,
+    models: Sequence[str], summaries: Sequence[ModelSummary], runs: Dict[str, List[Run]], k: int
 ) -> Optional[Dict[str, Any]]:
-    """The first model against the best other (by mean test recall@k) on per-user
-    recall@k and ndcg@k."""
-    rank_metric = f"recall@{k}"
-    scored = [s for s in summaries if s.seeds and rank_metric in s.mean]
-    first = next((s for s in scored if s.model == models[0]), None)
-    others = [s for s in scored if s.model != models[0]]
-    if first is None or not others:
+    """The first model against every other finished one on Recall@k and NDCG@k, over
+    the runs both have (:func:`recbole_kgin.significance.compare_runs`), p-values Holm-
+    adjusted over all of them; None where the first model or every other is missing."""
+    first = models[0]
+    finished = {s.model for s in summaries if s.seeds}
+    others = [s.model for s in summaries if s.model != first and s.model in finished]
+    if first not in finished or not others:
         return None
-    rival = max(others, key=lambda s: s.mean[rank_metric])
-    tests = {}
-    for metric in (rank_metric, f"ndcg@{k}"):
-        ours = mean_over_runs([run[metric] for run in per_user[first.model] if metric in run])
-        theirs = mean_over_runs([run[metric] for run in per_user[rival.model] if metric in run])
-        tests[metric] = paired_wilcoxon(ours, theirs)
+    tests = []
+    for other in others:
+        for metric in (f"recall@{k}", f"ndcg@{k}"):
+            ours = {run.key: run.users[metric] for run in runs[first] if metric in run.users}
+            theirs = {run.key: run.users[metric] for run in runs[other] if metric in run.users}
+            tests.append({"against": other, "metric": metric, **compare_runs(ours, theirs)})
+    for test, adjusted in zip(tests, holm([test["p_value"] for test in tests])):
+        test["p_holm"] = adjusted
     return {
-        "model": first.model,
-        "against": rival.model,
-        "ranked_by": rank_metric,
-        "test": "Wilcoxon signed-rank, two-sided",
-        "metrics": tests,
+        "model": first,
+        "best_other": best_other(models, summaries, f"recall@{k}"),
+        "ranked_by": f"recall@{k}",
+        "test": "paired t-test over runs (split, seed), two-sided; 95% bootstrap interval over runs and users; Holm",
+        "level": SIGNIFICANCE_LEVEL,
+        "comparisons": tests,
     }
 
 
-def _cell(summary: ModelSummary, metric: str) -> str:
-    if metric not in summary.mean:
-        return ""
-    return f"{summary.mean[metric]:.4f} ± {summary.std[metric]:.4f}"
+@dataclass
+class _Protocol:
+    """What every model of one comparison shares."""
 
-
-def format_table(
-    summaries: Sequence[ModelSummary],
-    test: Optional[Dict[str, Any]],
-    budget: Budget,
-    metrics: Sequence[str],
-    pending: Sequence[str] = (),
-) -> str:
-    """The markdown table, its significance line and its budget; ``pending`` models
-    (not run yet) get a row that says so."""
-    header = ["model", *metrics, "best epoch", "s/epoch", "min to converge", "seeds", "cap"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for summary in summaries:
-        if summary.error:
-            lines.append(f"| {summary.model} | failed: {summary.error.replace('|', '/')} |" + " |" * (len(header) - 2))
-            continue
-        cells = [summary.model] + [_cell(summary, metric) for metric in metrics]
-        if test and summary.model == test["model"]:
-            for index, metric in enumerate(metrics, start=1):
-                p_value = test["metrics"].get(metric, {}).get("p_value")
-                if p_value is not None and p_value < SIGNIFICANCE_LEVEL:
-                    cells[index] += " *"
-        cells += [
-            f"{summary.best_epoch:.1f}",
-            f"{summary.seconds_per_epoch:.2f}",
-            f"{summary.minutes_to_converge:.1f}",
-            str(summary.seeds),
-            f"{summary.capped_runs} of {summary.seeds} hit the cap" if summary.capped_runs else "no",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    for model in pending:
-        lines.append(f"| {model} | not run yet |" + " |" * (len(header) - 2))
-    lines.append("")
-    lines.append(
-        f"Budget per model: {budget.trials} search trials of at most {budget.tune_epochs} epochs (ASHA on validation), "
-        f"then {budget.seeds} seed(s) of the best configuration, early stopping, cap {budget.max_epochs} epochs."
-    )
-    if test:
-        parts = []
-        for metric, outcome in test["metrics"].items():
-            if outcome["p_value"] is None:
-                parts.append(f"{metric}: no difference on any of {outcome['users']} users")
-            else:
-                parts.append(
-                    f"{metric}: mean per-user difference {outcome['mean_difference']:+.4f}, "
-                    f"p = {outcome['p_value']:.2g} over {outcome['users']} users"
-                )
-        rival = "the best other model finished so far" if pending else "the best other model"
-        lines.append(
-            f"{test['model']} vs {test['against']} ({rival} by mean test {test['ranked_by']}), {test['test']} "
-            f"on per-user test values averaged over seeds: " + "; ".join(parts)
-            + f". * marks p < {SIGNIFICANCE_LEVEL}."
-        )
-    return "\n".join(lines)
-
-
-def plot_curves(runs: Dict[str, List[RunResult]], metric: str, path: Path) -> None:
-    """Validation metric against epoch and against wall-clock seconds, mean over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4))
-    for model, model_runs in runs.items():
-        curves = [run.valid_curve for run in model_runs if run.valid_curve]
-        if not curves:
-            continue
-        length = min(len(curve) for curve in curves)  # epochs every seed reached
-        epochs = [curves[0][i][0] + 1 for i in range(length)]
-        scores = [statistics.mean(curve[i][1] for curve in curves) for i in range(length)]
-        seconds = [statistics.mean(curve[i][2] for curve in curves) for i in range(length)]
-        by_epoch.plot(epochs, scores, label=model)
-        by_time.plot(seconds, scores, label=model)
-    by_epoch.set_xlabel("epoch")
-    by_time.set_xlabel("wall-clock seconds of training and validation")
-    by_time.set_xscale("symlog", linthresh=10)
-    for axes in (by_epoch, by_time):
-        axes.set_ylabel(f"validation {metric} (mean over seeds)")
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
-    figure.tight_layout()
-    temporary = path.with_name(path.stem + ".tmp.png")
-    figure.savefig(temporary, dpi=120)
-    plt.close(figure)
-    temporary.replace(path)
+    dataset: str
+    config_file_list: Optional[List[str]]
+    settings: Dict[str, Any]  # the protocol's and the user's config values, for every model
+    budget: Budget
+    output: Path
+    force: bool
+    command: str
+    ks: Sequence[int]
+    metrics: Sequence[str]
 
 
 def run_tuned_comparison(
@@ -341,13 +333,14 @@ def run_tuned_comparison(
     force: bool = False,
     command: str = "",
 ) -> Dict[str, Any]:
-    """Search, retrain over seeds and tabulate every model (see the module note)."""
+    """Search, run over seeds and splits, test and tabulate every model (see the module note)."""
     budget.check()
-    settings = dict(config_dict or {})
-    if {"seed", "epochs", "split_seed"} & set(settings):
+    user_settings = dict(config_dict or {})
+    if {"seed", "epochs", "split_seed"} & set(user_settings):
         raise UserInputError(
             "the tuned comparison sets seed, split_seed and epochs itself: use --seeds, --tune_epochs, --max_epochs"
         )
+    settings = {**PROTOCOL, **user_settings}
     for model in models:
         resolve_space(model)  # every model needs a space before anything runs
     configs = configs_for(models, dataset, config_file_list, settings)  # checked before anything trains
@@ -359,113 +352,102 @@ def run_tuned_comparison(
     for sub in ("runs", "configs", "search", "tuned"):
         (output / sub).mkdir(parents=True, exist_ok=True)
     protocol = _Protocol(dataset, config_file_list, settings, budget, output, force, command, ks, metrics)
+    searches: Dict[str, Dict[str, Any]] = {}
+    runs: Dict[str, List[Run]] = {}
     finished: Dict[str, ModelSummary] = {}
-    runs: Dict[str, List[RunResult]] = {}
-    per_user: Dict[str, List[Dict[str, Dict[int, float]]]] = {}
+
+    def write(pending: Sequence[str]) -> Dict[str, Any]:
+        summaries = [finished[name] for name in models if name in finished]
+        test = significance(models, summaries, runs, ks[-1])
+        write_outputs(summaries, test, runs, budget, settings, output, metrics, pending)
+        return {"summaries": summaries, "significance": test, "output": str(output), "metrics": metrics,
+                "settings": settings}  # fmt: skip
+
     for wait in (False, True):  # first what no other process is on, then wait for the rest
         for model in models:
             if model in finished:
                 continue
-            summary = _compare_one(model, configs[model], protocol, runs, per_user, wait)
-            if summary is None:  # another process is on it
+            done = _search_and_run(model, configs[model], protocol, searches, runs, wait)
+            if done is None:  # another process is on it
                 continue
-            finished[model] = summary
-            pending = [name for name in models if name not in finished]
-            if pending:  # the models finished so far, should the command be killed before the end
-                done = [finished[name] for name in models if name in finished]
-                write_outputs(done, significance(models, done, per_user, ks[-1]), runs, budget, output, metrics, pending)
-    summaries = [finished[model] for model in models]
-    test = significance(models, summaries, per_user, ks[-1])
-    write_outputs(summaries, test, runs, budget, output, metrics)
-    return {"summaries": summaries, "significance": test, "output": str(output), "metrics": metrics}
+            finished[model] = done
+            write([name for name in models if name not in finished])
+    rival = best_other(models, list(finished.values()), f"recall@{ks[-1]}")
+    if budget.split_seeds and rival and finished[models[0]].seeds:
+        for wait in (False, True):
+            for model in (models[0], rival):
+                extra = _split_runs(model, configs[model], protocol, searches[model], runs, wait)
+                if extra is not None:
+                    finished[model] = summarize(model, searches[model], runs[model], budget, metrics)
+    return write([])
 
 
-@dataclass
-class _Protocol:
-    """What every model of one comparison shares."""
-
-    dataset: str
-    config_file_list: Optional[List[str]]
-    settings: Dict[str, Any]  # the user's config values, for every model
-    budget: Budget
-    output: Path
-    force: bool
-    command: str
-    ks: Sequence[int]
-    metrics: Sequence[str]
-
-
-def _compare_one(
+def _search_and_run(
     model: str,
     entry: ModelConfig,
     protocol: _Protocol,
-    runs: Dict[str, List[RunResult]],
-    per_user: Dict[str, List[Dict[str, Dict[int, float]]]],
+    searches: Dict[str, Dict[str, Any]],
+    runs: Dict[str, List[Run]],
     wait: bool,
 ) -> Optional[ModelSummary]:
-    """One model's search and seed runs (``runs[model]``, ``per_user[model]``) and its
-    summary; None, with nothing recorded, where another process holds its search or one
-    of its seed runs and ``wait`` is False (the seed runs that were free are done)."""
+    """One model's search and runs on the search's split (``searches[model]``,
+    ``runs[model]``) and its summary; None, with nothing recorded, where another process
+    holds its search or one of its runs and ``wait`` is False (the runs that were free
+    are done)."""
     if entry.error:
-        return ModelSummary(model, {}, None, 0, {}, {}, 0, 0, 0, 0, entry.error)
-    p, claims = protocol, protocol.output / "claims"
-    model_settings = {**p.settings, **entry.extra}
-    with claim(claims, f"{model}-search", wait) as held:
+        return ModelSummary(model, {}, None, 0, {}, {}, 0, 0, 0, 0, error=entry.error)
+    p = protocol
+    with claim(p.output / "claims", f"{model}-search", wait) as held:
         if not held:
             return None
         try:
-            search = search_model(model, p.dataset, p.config_file_list, model_settings, p.budget,
+            search = search_model(model, p.dataset, p.config_file_list, {**p.settings, **entry.extra}, p.budget,
                                   p.output / "search" / model, p.force)  # fmt: skip
         except UserInputError as error:  # every trial failed: the model is reported, the others go on
-            return ModelSummary(model, {}, None, 0, {}, {}, 0, 0, 0, 0, str(error))
+            return ModelSummary(model, {}, None, 0, {}, {}, 0, 0, 0, 0, error=str(error))
     training = {key: p.settings[key] for key in TRAINING_KEYS if key in p.settings}
     write_property_file(p.output / "tuned" / model / f"{p.dataset}.yaml", model, p.dataset, search, training, p.command)
-    split = {"split_seed": entry.config["seed"]}  # the split the search validated on
-    model_runs, model_users, skipped = [], [], False
+    searches[model] = search
+    model_runs = _runs(model, entry, protocol, search, int(entry.config["seed"]), wait)
+    if model_runs is None:
+        return None
+    runs[model] = model_runs
+    return summarize(model, search, model_runs, p.budget, p.metrics)
+
+
+def _split_runs(
+    model: str, entry: ModelConfig, protocol: _Protocol, search: Dict[str, Any], runs: Dict[str, List[Run]], wait: bool
+) -> Optional[List[Run]]:
+    """The model's runs on the extra splits, added to ``runs[model]`` (once); None where
+    another process holds one of them and ``wait`` is False."""
+    base = int(entry.config["seed"])
+    known = {run.key for run in runs[model]}
+    added: List[Run] = []
+    for split_seed in range(base + 1, base + 1 + protocol.budget.split_seeds):
+        split_runs = _runs(model, entry, protocol, search, split_seed, wait)
+        if split_runs is None:
+            return None
+        added += [run for run in split_runs if run.key not in known]
+    runs[model] = runs[model] + added
+    return added
+
+
+def _runs(
+    model: str, entry: ModelConfig, protocol: _Protocol, search: Dict[str, Any], split_seed: int, wait: bool
+) -> Optional[List[Run]]:
+    """Seeds ``1..seeds`` of the model's best configuration on split ``split_seed``;
+    None where another process holds one of them and ``wait`` is False."""
+    p = protocol
+    main_split = split_seed == int(entry.config["seed"])
+    model_runs, skipped = [], False
     for seed in range(1, p.budget.seeds + 1):
-        with claim(claims, f"{model}-seed{seed}", wait) as held:
+        unit = f"{model}-seed{seed}" if main_split else f"{model}-split{split_seed}-seed{seed}"
+        with claim(p.output / "claims", unit, wait) as held:
             if not held:
                 skipped = True
                 continue
-            seed_settings = {**model_settings, **search["params"], **split, "seed": seed, "epochs": p.budget.max_epochs}
-            row, users = run_one(model, p.dataset, p.config_file_list, seed_settings, p.output, p.force, per_user_ks=p.ks)
-        model_runs.append(row)
-        if users:
-            model_users.append(users)
-    if skipped:
-        return None
-    runs[model], per_user[model] = model_runs, model_users
-    return summarize(model, search, model_runs, p.budget.max_epochs, p.metrics)
-
-
-def write_outputs(
-    summaries: Sequence[ModelSummary],
-    test: Optional[Dict[str, Any]],
-    runs: Dict[str, List[RunResult]],
-    budget: Budget,
-    output: Path,
-    metrics: Sequence[str],
-    pending: Sequence[str] = (),
-) -> None:
-    """tuned.md, tuned.json, tuned.csv, curves.png and comparison.png (seed means) of
-    the finished models; ``pending`` names the models not run yet (md and json)."""
-    write_text_atomically(output / "tuned.md", format_table(summaries, test, budget, metrics, pending) + "\n")
-    document = {"budget": asdict(budget), "models": [asdict(s) for s in summaries], "pending": list(pending), "significance": test}
-    write_text_atomically(output / "tuned.json", json.dumps(document, indent=2))
-    columns = ["model", *[f"{m}_{kind}" for m in metrics for kind in ("mean", "std")],
-               "best_epoch", "seconds_per_epoch", "minutes_to_converge", "seeds", "capped_runs", "error"]  # fmt: skip
-    lines = [",".join(columns)]
-    for s in summaries:
-        values = [s.model] + [str(getattr(s, kind).get(m, "")) for m in metrics for kind in ("mean", "std")]
-        values += [str(s.best_epoch), str(s.seconds_per_epoch), str(s.minutes_to_converge), str(s.seeds),
-                   str(s.capped_runs), json.dumps(s.error)]  # fmt: skip
-        lines.append(",".join(values))
-    write_text_atomically(output / "tuned.csv", "\n".join(lines) + "\n")
-    metric = next((r.valid_metric for rs in runs.values() for r in rs if r.valid_metric), "valid score")
-    plot_curves(runs, metric, output / "curves.png")
-    means = [
-        RunResult(model=s.model, status="ok", test_result=dict(s.mean))
-        for s in summaries
-        if s.mean
-    ]
-    plot_comparison(means, output / "comparison.png", metrics)
+            settings = {**p.settings, **entry.extra, **search["params"], "split_seed": split_seed, "seed": seed,
+                        "epochs": p.budget.max_epochs}  # fmt: skip
+            result, users = run_one(model, p.dataset, p.config_file_list, settings, p.output, p.force, per_user_ks=p.ks)
+        model_runs.append(Run(split_seed, seed, result, users))
+    return None if skipped else model_runs

@@ -98,10 +98,15 @@ def test_tiny_search_prunes_survives_failures_and_reproduces_the_best(tmp_path):
     settings = {**TOY, "data_path": str(tmp_path / "data"), "epochs": 6, "stopping_step": 100, "train_batch_size": 128}
     outcome = run_tune(space, "KGIN", "colors", None, settings, num_samples=3, output=str(tmp_path / "out"))
     trials = outcome["trials"]
-    assert len(trials) == 12
+    # n_factors' two values fit in 3 samples: each runs once (no repeat), crossed with the 4 grid points
+    assert len(trials) == 8
+    assert sorted(str(sorted(t.params.items())) for t in trials) == sorted(
+        str(sorted({"learning_rate": lr, "node_dropout_rate": rate, "n_factors": n}.items()))
+        for lr in (0.02, 1e-6) for rate in (0.1, 1.5) for n in (2, 4)
+    )
     statuses = [t.status for t in trials]
     failed = [s for s in statuses if s.startswith("failed")]
-    assert len(failed) == 6 and all(s.startswith("failed: recbole_kgin.errors.UserInputError: bad config value node_dropout_rate=1.5") for s in failed)
+    assert len(failed) == 4 and all(s.startswith("failed: recbole_kgin.errors.UserInputError: bad config value node_dropout_rate=1.5") for s in failed)
     assert any(s == "stopped by ASHA" for s in statuses)
     assert any(s == "completed" for s in statuses)
     assert outcome["best_params"]["learning_rate"] == 0.02
@@ -111,8 +116,9 @@ def test_tiny_search_prunes_survives_failures_and_reproduces_the_best(tmp_path):
     assert values["learning_rate"] == 0.02 and values["node_dropout_rate"] == 0.1
     assert outcome["retrained_valid_score"] == pytest.approx(outcome["best_valid_score"], abs=1e-12)
     assert 0.0 <= outcome["test_result"]["recall@5"] <= 1.0
+    assert all(t.seconds > 0 for t in trials if not t.status.startswith("failed"))
     table = (tmp_path / "out" / "trials.md").read_text().splitlines()
-    assert len(table) == 2 + 12  # header, separator, one row per trial
+    assert len(table) == 2 + 8  # header, separator, one row per trial
 
 
 def test_a_trials_final_run_counts_each_epochs_latest_report():

@@ -32,6 +32,10 @@ def test_budget_and_protocol_settings_are_checked_before_anything_runs(spaces, t
         run_tuned_comparison(["KGIN"], "toy", Budget(0, 3, 2, 4), None, settings, str(tmp_path / "o"))
     with pytest.raises(UserInputError, match="sets seed, split_seed and epochs itself"):
         run_tuned_comparison(["KGIN"], "toy", Budget(1, 3, 2, 4), None, {**settings, "seed": 3}, str(tmp_path / "o"))
+    with pytest.raises(UserInputError, match="--split_seeds must be >= 0"):
+        run_tuned_comparison(["KGIN"], "toy", Budget(1, 3, 2, 4, split_seeds=-1), None, settings, str(tmp_path / "o"))
+    with pytest.raises(UserInputError, match="--scheduler hyperband: a tuned comparison takes fifo or asha"):
+        run_tuned_comparison(["KGIN"], "toy", Budget(1, 3, 2, 4, scheduler="hyperband"), None, settings, str(tmp_path / "o"))
     assert not (tmp_path / "o").exists()
 
 
@@ -39,18 +43,25 @@ def test_budget_and_protocol_settings_are_checked_before_anything_runs(spaces, t
 def test_tiny_tuned_comparison_tables_tests_plots_and_redoes_nothing(spaces, toy_root, tmp_path, monkeypatch):
     output = tmp_path / "out"
     settings = {**{k: v for k, v in TOY.items() if k not in ("epochs", "seed")}, "data_path": str(toy_root), "stopping_step": 2}
-    budget = Budget(trials=2, tune_epochs=3, seeds=2, max_epochs=4)
+    budget = Budget(trials=2, tune_epochs=3, seeds=2, max_epochs=4, split_seeds=1)
     outcome = run_tuned_comparison(["KGIN", "BPR"], "toy", budget, None, settings, str(output), command="cmd")
     kgin, bpr = outcome["summaries"]
     assert outcome["metrics"] == ["recall@5", "ndcg@5"]
+    assert outcome["settings"]["train_batch_size"] == 2048 and outcome["settings"]["embedding_size"] == 64
     for summary in (kgin, bpr):
-        assert summary.seeds == 2 and not summary.error
+        assert summary.seeds == 2 and summary.runs == 4 and not summary.error
         assert set(summary.mean) == set(summary.std) == {"recall@5", "ndcg@5"}
         assert summary.params["learning_rate"] in (0.01, 0.005, 0.002)
         assert 1 <= summary.best_epoch + 1 <= 4 and summary.seconds_per_epoch > 0 and summary.minutes_to_converge > 0
-    # every seed run kept its curve and its per-user values, whose mean is RecBole's figure
+        # the 2-value space is a grid of 2 trials; each trial stopped early or at the cap of 3
+        assert (summary.trials, summary.plan) == (2, "grid") and 2 <= summary.trial_epochs <= 6
+        assert summary.search_hours > 0 and summary.run_hours > 0 and 1 <= summary.best_trial_epochs <= 3
+        assert summary.best_trial_capped == (summary.best_trial_epochs == 3)
+    trials = (output / "search" / "KGIN" / "trials.csv").read_text().splitlines()
+    assert len(trials) == 3 and {line.split(",")[1] for line in trials[1:]} == {"0.01", "0.005"}  # each value once
+    # KGIN and the best other model (BPR) ran their 2 seeds on one more split: 4 runs each
     run_files = sorted((output / "runs").glob("*.json"))
-    assert len([f for f in run_files if f.name.endswith(".users.json")]) == 4 and len(run_files) == 8
+    assert len([f for f in run_files if f.name.endswith(".users.json")]) == 8 and len(run_files) == 16
     capped = 0
     for path in run_files:
         if path.name.endswith(".users.json"):
@@ -64,18 +75,35 @@ def test_tiny_tuned_comparison_tables_tests_plots_and_redoes_nothing(spaces, toy
         assert mean == pytest.approx(run["test_result"]["recall@5"], abs=1e-4)
         capped += run["epochs_run"] >= 4
     assert kgin.capped_runs + bpr.capped_runs == capped
+    runs = (output / "runs.csv").read_text().splitlines()
+    assert runs[0].startswith("model,split_seed,seed,status") and len(runs) == 1 + 8
+    assert {tuple(line.split(",")[:3]) for line in runs[1:]} == {
+        (model, split, seed) for model in ("KGIN", "BPR") for split in ("2020", "2021") for seed in ("1", "2")
+    }
     test = outcome["significance"]
-    assert test["model"] == "KGIN" and test["against"] == "BPR" and set(test["metrics"]) == {"recall@5", "ndcg@5"}
-    assert all(0 < t["users"] and (t["p_value"] is None or 0 <= t["p_value"] <= 1) for t in test["metrics"].values())
+    assert test["model"] == "KGIN" and test["best_other"] == "BPR"
+    assert [(t["against"], t["metric"]) for t in test["comparisons"]] == [("BPR", "recall@5"), ("BPR", "ndcg@5")]
+    for t in test["comparisons"]:
+        assert t["pairs"] == 4  # 2 seeds on 2 splits, paired
+        assert t["ci_low"] <= t["difference"] <= t["ci_high"]
+        assert t["p_value"] is None or 0 <= t["p_value"] <= t["p_holm"] <= 1
     table = (output / "tuned.md").read_text()
-    assert "| model | recall@5 | ndcg@5 | best epoch | s/epoch | min to converge | seeds | cap |" in table
-    assert "±" in table and "KGIN vs BPR" in table and "Wilcoxon signed-rank" in table and "2 search trials" in table
+    assert table.startswith("Protocol, the same for every model: training batch 2048, embedding size 64; search of 2 trials")
+    assert "KGIN and BPR also ran the same seeds on 1 more split(s)." in table
+    assert ("| model | recall@5 | ndcg@5 | best epoch | s/epoch | trials | trial-epochs | search h | best trial: epochs "
+            "| runs | runs capped | run h |") in table
+    assert "±" in table and "| vs | metric | runs | KGIN | other | difference [95% CI] | relative | p | p (Holm) |" in table
+    assert "| KGIN | 2020 | 2 |" in table and "| BPR | 2021 | 2 |" in table  # splits
+    assert table.count("| KGIN | 2021 | ") == 2 + 1  # every run: seeds 1 and 2, and the split row
     for name in ("curves.png", "comparison.png"):
         assert (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads((output / "tuned.json").read_text())["budget"]["seeds"] == 2
+    document = json.loads((output / "tuned.json").read_text())
+    assert document["budget"]["seeds"] == 2 and len(document["runs"]) == 8
     shipped = (output / "tuned" / "KGIN" / "toy.yaml").read_text()
     assert shipped.startswith("# KGIN on toy: best of a Ray Tune search") and "# Command: cmd" in shipped
-    assert yaml.safe_load(shipped) == {**kgin.params, "stopping_step": 2}  # the seed runs' patience too
+    assert "2 trials (grid)" in shipped
+    # the seed runs' patience, batch and embedding size too
+    assert yaml.safe_load(shipped) == {**kgin.params, "stopping_step": 2, "train_batch_size": 2048, "embedding_size": 64}
     assert (output / "search" / "BPR" / "trials.md").is_file()
 
     def must_not_run(*args, **kwargs):
@@ -131,16 +159,18 @@ def test_cli_prints_the_table_and_the_outputs_of_a_finished_comparison(toy_root,
 
     def finished(models, dataset, budget, *args):
         seen.update(models=models, budget=budget, command=args[-1])
-        return {"summaries": [row], "significance": None, "output": str(tmp_path), "metrics": ["recall@5", "ndcg@5"]}
+        return {"summaries": [row], "significance": None, "output": str(tmp_path), "metrics": ["recall@5", "ndcg@5"],
+                "settings": {"train_batch_size": 2048, "embedding_size": 64}}  # fmt: skip
 
     monkeypatch.setattr(tuned_compare, "run_tuned_comparison", finished)
     argv = ["--dataset", "toy", "--compare", "KGIN", "--tune_trials", "2", "--seeds", "2", "--tune_epochs", "3",
             f"--data_path={toy_root}"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "| KGIN | 0.2500 ± 0.0100 | 0.1250 ± 0.0200 | 3.5 | 0.20 | 1.5 | 2 | 1 of 2 hit the cap |" in out
+    assert "| KGIN | 0.2500 ± 0.0100 | 0.1250 ± 0.0200 | 3.5 | 0.20 | 0 () | 0 | 0.00 | 0 | 0 | 1 | 0.00 |" in out
     assert f"outputs: {tmp_path}" in out
     assert seen["models"] == ["KGIN"] and (seen["budget"].trials, seen["budget"].seeds, seen["budget"].tune_epochs) == (2, 2, 3)
+    assert (seen["budget"].scheduler, seen["budget"].split_seeds, seen["budget"].max_epochs) == ("fifo", 2, 500)
     assert "--compare KGIN --tune_trials 2" in seen["command"]
 
 
@@ -152,19 +182,21 @@ def test_a_killed_comparison_leaves_the_table_of_the_models_finished_so_far(toy_
         if model == "KGAT":
             raise KeyboardInterrupt
         return {"key": "k", "model": model, "space": f"{model}.yaml", "params": {"learning_rate": 0.01},
-                "best_valid_score": 0.5, "valid_metric": "recall@5", "trials": 2, "tune_epochs": 3}  # fmt: skip
+                "best_valid_score": 0.5, "valid_metric": "recall@5", "trials": 2, "tune_epochs": 3, "plan": "grid",
+                "scheduler": "fifo"}  # fmt: skip
 
     monkeypatch.setattr(tuned_compare, "search_model", searched)
     with pytest.raises(KeyboardInterrupt):
         run_tuned_comparison(["KGIN", "BPR", "KGAT"], "toy", Budget(2, 2, 3, 4), None, settings, str(output))
     table = (output / "tuned.md").read_text()
-    rows = [line.split(" | ")[:2] for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    results = table.split("\n\n")[1]  # after the protocol line
+    rows = [line.split(" | ")[:2] for line in results.splitlines() if line.startswith("| ") and "---" not in line]
     assert [row[0] for row in rows] == ["| model", "| KGIN", "| BPR", "| KGAT"]
     assert "±" in rows[1][1] and "±" in rows[2][1] and rows[3][1] == "not run yet"
-    assert "KGIN vs BPR (the best other model finished so far by mean test recall@5)" in table
+    assert "KGIN against each other model finished so far, over runs paired by (split, seed)" in table
     document = json.loads((output / "tuned.json").read_text())
     assert document["pending"] == ["KGAT"] and [m["model"] for m in document["models"]] == ["KGIN", "BPR"]
-    assert document["significance"]["against"] == "BPR"
+    assert [t["against"] for t in document["significance"]["comparisons"]] == ["BPR", "BPR"]
     assert (output / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -180,7 +212,8 @@ def test_processes_sharing_a_folder_skip_what_another_holds_then_wait_for_it(toy
 
     def searched(model, *args, **kwargs):
         return {"key": "k", "model": model, "space": f"{model}.yaml", "params": {"learning_rate": 0.01},
-                "best_valid_score": 0.5, "valid_metric": "recall@5", "trials": 2, "tune_epochs": 3}  # fmt: skip
+                "best_valid_score": 0.5, "valid_metric": "recall@5", "trials": 2, "tune_epochs": 3, "plan": "grid",
+                "scheduler": "fifo"}  # fmt: skip
 
     (output / "claims").mkdir(parents=True)
     other_process = open(output / "claims" / "KGIN-seed1.lock", "a")  # another process trains KGIN's seed 1
