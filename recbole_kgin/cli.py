@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune = parser.add_argument_group("hyper-parameter search (Ray Tune)")
     tune.add_argument(
         "--tune", default=None, metavar="SPACE",
-        help="a search space: a packaged one by model name (KGIN, KGAT, KGCN, CKE, BPR) or a YAML file",
+        help="a search space: a packaged one by model name (tuning/: KGIN, KGAT, KGCN, CKE, BPR, LightGCN, ...) or a YAML file",
     )
     tune.add_argument("--num_samples", type=int, default=10, help="trials to sample (grid entries multiply it)")
     tune.add_argument("--search", default="random", help="random (default; grid entries expanded), optuna, hyperopt")

@@ -38,12 +38,23 @@ def test_invalid_spaces_are_one_line_errors_naming_the_key(tmp_path, text, fragm
     assert fragment in str(error.value) and "\n" not in str(error.value)
 
 
-def test_shipped_spaces_load(tmp_path):
+COMPARED = ["KGIN", "KGAT", "KGCN", "CKE", "BPR", "LightGCN", "KGNNLS", "MCCLK", "RecBoleKGIN"]
+
+
+@pytest.mark.parametrize("name", COMPARED)
+def test_shipped_spaces_load_and_name_the_models_own_keys(tmp_path, name):
+    from conftest import REPO_ROOT
+    from recbole_kgin.config import Config
+
+    space = load_space(str(REPO_ROOT / "tuning" / f"{name}.yaml"))
+    assert "learning_rate" in space and to_ray(space)
+    known = Config(name, "ml-100k", None, {"state": "WARNING"}).final_config_dict
+    assert set(space) <= set(known), f"{name}: {set(space) - set(known)} is no config key of the model"
+
+
+def test_shipped_kgin_space_searches_every_switch(tmp_path):
     from conftest import REPO_ROOT
 
-    for name in ["KGIN", "KGAT", "KGCN", "CKE", "BPR"]:
-        space = load_space(str(REPO_ROOT / "tuning" / f"{name}.yaml"))
-        assert "learning_rate" in space and to_ray(space)
     kgin = load_space(str(REPO_ROOT / "tuning" / "KGIN.yaml"))
     assert {"node_dropout_rate", "mess_dropout_rate", "context_hops", "n_factors", "ind", "sim_regularity", "reg_weight"} <= set(kgin)
 
