@@ -12,6 +12,7 @@ from recbole.data.dataset import KnowledgeBasedDataset
 from recbole.utils import ModelType, get_environment, init_logger, init_seed, set_color
 
 from recbole_kgin.config import Config
+from recbole_kgin.cpu_memory import keep_freed_memory_for_reuse
 from recbole_kgin.distributed import is_distributed, whole_loader
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.utils import get_model, get_trainer
@@ -60,6 +61,8 @@ def build(config: Config, saved: bool = True):
     if is_distributed(config):  # rank 0 evaluates every user (recbole_kgin.distributed)
         valid_data, test_data = whole_loader(valid_data, config), whole_loader(test_data, config)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    if config["device"].type == "cpu" and config["cpu_malloc_tuning"] and keep_freed_memory_for_reuse():
+        getLogger().info(set_color("glibc malloc", "blue") + ": freed blocks kept for reuse")
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     getLogger().info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)

@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import torch
 from recbole.trainer import Trainer
-from recbole.utils import KGDataLoaderState, set_color
-
-from recbole_kgin.cpu_memory import keep_freed_memory_for_reuse
+from recbole.utils import KGDataLoaderState
 
 
 class KGINTrainer(Trainer):
-    """RecBole's Trainer with three changes that leave the math as it is:
+    """RecBole's Trainer with two changes that leave the math as it is:
 
     - it reads only the interaction batches. RecBole gives knowledge-aware models a
       loader that also samples KG triples with negative tails for every batch (for
       KGTrainer's TransE-style losses); KGIN never reads them, so the loader is put
       in its interaction-only mode and that sampling is skipped;
     - Adam/AdamW run as torch's fused kernel (one pass instead of a chain of
-      per-tensor ops; ~10x faster steps on CPU for KGIN's 2M+ parameters);
-    - on CPU with ``cpu_malloc_tuning`` (default True) glibc keeps freed blocks for
-      reuse (:mod:`recbole_kgin.cpu_memory`).
+      per-tensor ops; ~10x faster steps on CPU for KGIN's 2M+ parameters).
     """
-
-    def __init__(self, config, model) -> None:
-        super().__init__(config, model)
-        if self.device.type == "cpu" and config["cpu_malloc_tuning"]:
-            if keep_freed_memory_for_reuse():
-                self.logger.info(set_color("glibc malloc", "blue") + ": freed blocks kept for reuse")
 
     def _build_optimizer(self, **kwargs):
         learner = kwargs.get("learner", self.learner).lower()

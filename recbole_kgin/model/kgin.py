@@ -116,7 +116,6 @@ class KGIN(KnowledgeRecommender):
         "user_self_connection": boolean(),
         "intent_attention": one_of(["latent", "intent"]),
         "independence_on": one_of(["logits", "intents"]),
-        "cpu_malloc_tuning": boolean(),
         "fused_kernel": boolean(),
     }
 
