@@ -48,8 +48,12 @@ from recbole_kgin.resumable import last_checkpoint_path
 from recbole_kgin.utils import get_model, write_text_atomically
 
 MAIN_METRICS = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
-# Keys that change how a run is shown or where it writes, not what it computes.
-UNHASHED_KEYS = {"show_progress", "state", "checkpoint_dir", "gpu_id", "device", "log_wandb", "wandb_project", "worker"}
+# Keys that change how a run is shown, where it writes or how fast it computes, not what
+# it computes (the speed keys change float rounding at most).
+UNHASHED_KEYS = {
+    "show_progress", "state", "checkpoint_dir", "gpu_id", "device", "log_wandb", "wandb_project", "worker",
+    "cpu_threads", "thread_governor", "cpu_malloc_tuning", "fused_kernel",
+}  # fmt: skip
 
 
 @dataclass
