@@ -7,10 +7,23 @@ thread count, so that a later ``torch.set_num_threads`` of the user's is respect
 (:mod:`recbole_kgin.threads`).
 """
 
+from typing import TYPE_CHECKING
+
 from recbole_kgin import compat, kgcn_ranking, threads
+
+if TYPE_CHECKING:
+    from recbole_kgin.loaded import LoadedModel
 
 compat.apply()
 kgcn_ranking.install()
 threads.remember_torch_threads()
 
 __version__ = "0.1.0"
+
+
+def load(model_file: str) -> "LoadedModel":
+    """A trained model from its checkpoint, loaded once, with ``.recommend(users, k)``,
+    ``.vectors()`` and ``.explain(user)`` (:class:`recbole_kgin.loaded.LoadedModel`)."""
+    from recbole_kgin.loaded import load as load_model
+
+    return load_model(model_file)
