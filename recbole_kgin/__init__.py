@@ -5,6 +5,9 @@ Importing the package installs the fixes RecBole 1.2.1 needs on today's stack
 (the same scores, up to 10x faster: :mod:`recbole_kgin.kgcn_ranking`) and notes torch's
 thread count, so that a later ``torch.set_num_threads`` of the user's is respected
 (:mod:`recbole_kgin.threads`).
+
+``recbole_kgin.load("saved/KGIN-....pth")`` gives a trained model back, loaded once, with
+``.recommend(users, k)``, ``.vectors()`` and ``.explain(user)`` (:mod:`recbole_kgin.loaded`).
 """
 
 from typing import TYPE_CHECKING

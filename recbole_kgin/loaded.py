@@ -65,7 +65,7 @@ class LoadedModel:
             tokens = [users] if isinstance(users, str) else [str(user) for user in users]
             if not tokens:
                 raise UserInputError("recommend(users=[]): pass 'all', a user id or a list of user ids")
-        ids = user_ids(tokens, self.dataset, source="users")
+        ids = user_ids(tokens, "users", self.dataset)
         if self._columns is None:
             self._columns = Columns(self.trained)
         frames = [

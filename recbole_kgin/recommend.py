@@ -26,6 +26,7 @@ dataset's order), ranks ascending: ``<user field>``, ``rank`` (1..K), ``<item fi
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +49,13 @@ FORMATS = (".csv", ".parquet")
 
 
 # --- which users -----------------------------------------------------------------------
-def users_from_spec(spec: str, user_field: str = "user_id") -> Optional[List[str]]:
-    """``--users``: ``all`` -> None (every user); the path of an existing file -> its
-    lines (one user id each; blank lines and a header line ``<user field>[:token]``
-    skipped); otherwise ids separated by commas."""
+def users_from_spec(spec: str, user_field: str = "user_id") -> Tuple[Optional[List[str]], str]:
+    """``--users`` -> (user tokens, where they came from, for error messages):
+    ``all`` -> None (every user); the path of an existing file -> its lines (one user
+    id each; blank lines and a header line ``<user field>[:token]`` skipped);
+    otherwise ids separated by commas."""
     if spec == "all":
-        return None
+        return None, "--users"
     path = Path(spec)
     if path.is_file():
         lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
@@ -62,14 +64,15 @@ def users_from_spec(spec: str, user_field: str = "user_id") -> Optional[List[str
         tokens = [line for line in lines if line]
         if not tokens:
             raise UserInputError(f"users file '{spec}' holds no user ids: write one user id per line")
-        return tokens
+        return tokens, f"users file '{spec}'"
     tokens = [token.strip() for token in spec.split(",") if token.strip()]
     if not tokens:
         raise UserInputError("--users is empty: pass all, a file with one user id per line, or ids like 196,186")
-    return tokens
+    looks_like_a_file = "/" in spec or os.sep in spec or path.suffix.lower() in (".txt", ".csv", ".tsv")
+    return tokens, f"--users (no file '{spec}' either)" if looks_like_a_file else "--users"
 
 
-def user_ids(tokens: Optional[Sequence[str]], dataset, source: str = "--users") -> np.ndarray:
+def user_ids(tokens: Optional[Sequence[str]], source: str, dataset) -> np.ndarray:
     """Internal ids (len(tokens),) of user tokens, duplicates dropped (first kept);
     None -> every user. An unknown token is a one-line :class:`UserInputError`."""
     if tokens is None:
@@ -166,9 +169,12 @@ class Columns:
         self.user_tokens = dataset.field2id_token[self.user_field]
         self.item_tokens = dataset.field2id_token[self.item_field]
         names = read_item_names(
-            config["data_path"], config["dataset"], self.item_field, config["field_separator"], config["encoding"] or "utf-8"
-        )
-        self.titles = np.array([names.get(str(token), "") for token in self.item_tokens], dtype=object) if names else None
+            config["data_path"], config["dataset"], self.item_field, config["field_separator"],
+            config["encoding"] or "utf-8",
+        )  # fmt: skip
+        self.titles = None  # item id -> title, where the dataset has titles
+        if names:
+            self.titles = np.array([names.get(str(token), "") for token in self.item_tokens], dtype=object)
 
     @property
     def names(self) -> List[str]:
@@ -285,9 +291,7 @@ def recommend_to_file(
     path = check_output(output)
     refuse_to_overwrite(path, force, folder=False)
     trained = load_trained(model_file, dataset)
-    check_rankable(trained)
-    check_k(k, trained.dataset)
-    ids = user_ids(users_from_spec(users, trained.dataset.uid_field), trained.dataset)
+    ids = user_ids(*users_from_spec(users, trained.dataset.uid_field), trained.dataset)
     rows = write_recommendations(trained, ids, k, path, exclude_seen, force)
     seen = "training and validation items excluded" if exclude_seen else "seen items included"
     return (
