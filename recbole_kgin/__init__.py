@@ -6,9 +6,17 @@ Importing the package installs the fixes RecBole 1.2.1 needs on today's stack
 KGAT over compressed-row matrices (the same math: :mod:`recbole_kgin.kgat_propagation`) and notes torch's
 thread count, so that a later ``torch.set_num_threads`` of the user's is respected
 (:mod:`recbole_kgin.threads`).
+
+``recbole_kgin.load("saved/KGIN-....pth")`` gives a trained model back, loaded once, with
+``.recommend(users, k)``, ``.vectors()`` and ``.explain(user)`` (:mod:`recbole_kgin.loaded`).
 """
 
+from typing import TYPE_CHECKING
+
 from recbole_kgin import compat, kgat_propagation, kgcn_ranking, threads
+
+if TYPE_CHECKING:
+    from recbole_kgin.loaded import LoadedModel
 
 compat.apply()
 kgcn_ranking.install()
@@ -16,3 +24,11 @@ kgat_propagation.install()
 threads.remember_torch_threads()
 
 __version__ = "0.1.0"
+
+
+def load(model_file: str) -> "LoadedModel":
+    """A trained model from its checkpoint, loaded once, with ``.recommend(users, k)``,
+    ``.vectors()`` and ``.explain(user)`` (:class:`recbole_kgin.loaded.LoadedModel`)."""
+    from recbole_kgin.loaded import load as load_model
+
+    return load_model(model_file)

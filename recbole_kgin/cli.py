@@ -74,15 +74,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--force", action="store_true",
-        help="retrain models whose results are already there (with --convert: replace the folder)",
+        help="retrain models whose results are already there (with --convert, --recommend, --export: "
+        "replace the output)",
     )
     explain = parser.add_argument_group("explanation of a trained KGIN")
     explain.add_argument("--explain", default=None, metavar="CHECKPOINT", help="a saved/KGIN-*.pth file")
     explain.add_argument("--user", default=None, help="user id (dataset token) to explain")
     explain.add_argument("--item", default=None, help="item id (token); default: the user's top recommendation")
-    explain.add_argument("--top", type=int, default=5, help="how many intents' relations, paths and items to list")
+    explain.add_argument(
+        "--top", type=int, default=None,
+        help="--explain: how many intents' relations, paths and items to list (default 5); "
+        "--recommend: items per user (default 10)",
+    )
     explain.add_argument("--intents", type=int, default=2, help="how many of the user's top intents rank the paths")
     explain.add_argument("--json", action="store_true", help="print JSON instead of text")
+    use = parser.add_argument_group("recommendations and vectors of a trained model")
+    use.add_argument(
+        "--recommend", default=None, metavar="CHECKPOINT",
+        help="write the top --top items of --users to --output (.csv or .parquet); any model RecBole ranks",
+    )
+    use.add_argument(
+        "--users", default="all", metavar="all|FILE|U1,U2",
+        help="--recommend: all users (default), a file with one user id per line, or ids separated by commas",
+    )
+    use.add_argument(
+        "--exclude_seen", default="true", metavar="true|false",
+        help="--recommend: leave out each user's training and validation items, as RecBole's test ranking "
+        "does (default true)",
+    )
+    use.add_argument(
+        "--export", default=None, metavar="CHECKPOINT",
+        help="write a KGIN's user, item, entity, relation and intent vectors and intent attention to the "
+        "folder --output (.npy, token files, README.md)",
+    )
     tune = parser.add_argument_group("hyper-parameter search (Ray Tune)")
     tune.add_argument(
         "--tune", default=None, metavar="SPACE",
@@ -124,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", default=None,
         help="output folder (comparison: results/compare-<dataset>; explanation: explanations/<checkpoint>; "
-        "tuning: results/tune-<model>-<dataset>; conversion: ./dataset)",
+        "tuning: results/tune-<model>-<dataset>; conversion: ./dataset); --recommend: a .csv or .parquet "
+        "file, --export: a folder (both required, never replaced without --force)",
     )
     return parser
 
@@ -160,6 +185,7 @@ def split_overrides(extra: Sequence[str]) -> Dict[str, Any]:
 def parse_args(argv: Optional[Sequence[str]]) -> Tuple[argparse.Namespace, Dict[str, Any]]:
     args, extra = build_parser().parse_known_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in what a run writes
+    args.dataset_given = args.dataset is not None
     if args.convert is None and args.dataset is None:
         args.dataset = DEFAULT_DATASET
     return args, split_overrides(extra)
@@ -300,11 +326,43 @@ def _explain(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
     if args.user is None:
         raise UserInputError("--explain needs --user <user id>")
     _no_overrides("--explain", overrides)
-    if args.top < 1 or args.intents < 1:
+    top = 5 if args.top is None else args.top
+    if top < 1 or args.intents < 1:
         raise UserInputError("--top and --intents must be >= 1")
     from recbole_kgin.explain import run_explain
 
-    print(run_explain(args.explain, args.user, args.item, args.top, args.intents, args.output, args.json))
+    print(run_explain(args.explain, args.user, args.item, top, args.intents, args.output, args.json))
+    return 0
+
+
+def _checked_dataset(args: argparse.Namespace) -> Optional[str]:
+    """The dataset a checkpoint must be of: --dataset where given, else any."""
+    return args.dataset if args.dataset_given else None
+
+
+def _recommend(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
+    _no_overrides("--recommend", overrides)
+    if not args.output:
+        raise UserInputError("--recommend needs --output recs.csv or --output recs.parquet")
+    exclude_seen = typed_value(args.exclude_seen)
+    if not isinstance(exclude_seen, bool):
+        raise UserInputError(f"--exclude_seen takes true or false, not '{args.exclude_seen}'")
+    from recbole_kgin.recommend import recommend_to_file
+
+    top = 10 if args.top is None else args.top
+    print(recommend_to_file(
+        args.recommend, args.users, top, exclude_seen, args.output, args.force, _checked_dataset(args)
+    ))  # fmt: skip
+    return 0
+
+
+def _export(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
+    _no_overrides("--export", overrides)
+    if not args.output:
+        raise UserInputError("--export needs --output <folder for the vectors>")
+    from recbole_kgin.export import export_to_folder
+
+    print(export_to_folder(args.export, args.output, args.force, _checked_dataset(args)))
     return 0
 
 
@@ -346,6 +404,8 @@ def _tune(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
 ACTIONS = (
     ("compare", _compare),
     ("explain", _explain),
+    ("recommend", _recommend),
+    ("export", _export),
     ("tune", _tune),
     ("convert", _convert),
     ("check", _check),

@@ -14,7 +14,8 @@ Every trainer that recbole-kgin hands out (its own and RecBole's, see
   validation), both carried across a resume (the seconds count the run's own
   training and validation, not the time it lay dead);
 - checkpoints are written to a temporary file and renamed, so a kill never leaves a
-  half-written file;
+  half-written file; both kinds carry ``data_checksums``, the SHA-256 of the dataset's
+  atomic files (:mod:`recbole_kgin.checkpoint` checks them before a checkpoint is used);
 - a loss that is NaN or infinite stops training with :class:`TrainingDiverged`,
   naming the epoch and batch and the checkpoints that were kept.
 """
@@ -28,6 +29,8 @@ from typing import Any, Dict, List
 
 import numpy as np
 import torch
+
+from recbole_kgin.checkpoint import data_checksums
 
 
 class TrainingDiverged(Exception):
@@ -65,6 +68,13 @@ class ResumableTrainer:
         super().__init__(*args, **kwargs)
         self.epoch_seconds, self.valid_curve = [], []
         self._seconds_before = 0.0  # training seconds of the run before it was resumed
+        self._data_checksums = None  # hashed at the first save
+
+    def data_checksums(self):
+        """SHA-256 of the dataset's atomic files, hashed once per trainer."""
+        if self._data_checksums is None:
+            self._data_checksums = data_checksums(self.config)
+        return self._data_checksums
 
     def _seconds_since_start(self) -> float:
         return self._seconds_before + time.perf_counter() - self._fit_started
@@ -101,10 +111,21 @@ class ResumableTrainer:
         self._batch_index += 1
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's best checkpoint (same fields) plus ``data_checksums``, written atomically."""
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
         target = kwargs.pop("saved_model_file", self.saved_model_file)
-        temporary = f"{target}.tmp"
-        super()._save_checkpoint(epoch, verbose=False, saved_model_file=temporary, **kwargs)
-        os.replace(temporary, target)
+        state = {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "data_checksums": self.data_checksums(),
+        }
+        _save_atomically(state, target)
         if verbose:
             self.logger.info(f"Saving current: {target}")
 
@@ -116,6 +137,7 @@ class ResumableTrainer:
             "best_valid_score": self.best_valid_score,
             "best_valid_result": self.best_valid_result,
             "best_checkpoint": self.saved_model_file,
+            "data_checksums": self.data_checksums(),
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
