@@ -2,7 +2,8 @@
 (one CLI, three ways in), following RecBole's ``run_recbole.py``.
 
 ``--model``, ``--dataset`` and ``--config_files "a.yaml b.yaml"`` as in RecBole; every
-other ``--key=value`` overrides that config key. Values are typed here, once, for every
+other ``--key=value`` or ``--key value`` overrides that config key (a value that starts
+with ``--`` is refused: write it as ``--key=--value``). Values are typed here, once, for every
 action (plain run, comparison, search, check): Python literals where they parse
 (``--epochs=1 --learning_rate=1e-3 --topk=[10,20] --reproducibility=False``),
 ``true``/``false`` in any case as booleans, anything else as a string.
@@ -36,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=_program_name(),
         description="Train and evaluate KGIN (or any RecBole model) on RecBole atomic files.",
-        epilog="Any other --key=value overrides that config key, e.g. --epochs=1 "
-        "--data_path=../shared/datasets --learning_rate=1e-3.",
+        epilog="Any other --key=value (or --key value) overrides that config key, e.g. --epochs=1 "
+        "--data_path=DIR --learning_rate 1e-3.",
         allow_abbrev=False,
     )
     parser.add_argument(
@@ -166,16 +167,37 @@ def typed_value(text: str) -> Any:
         return text
 
 
-def split_overrides(extra: Sequence[str]) -> Dict[str, Any]:
-    """``["--epochs=1", ...]`` -> ``{"epochs": 1, ...}``, values typed by :func:`typed_value`."""
-    overrides: Dict[str, Any] = {}
-    for arg in extra:
-        if not arg.startswith("--") or "=" not in arg or arg.startswith("--="):
+def _override_pairs(extra: Sequence[str]) -> List[Tuple[str, str]]:
+    """``["--epochs=1", "--cpu_threads", "2"]`` -> ``[("epochs", "1"), ("cpu_threads", "2")]``.
+
+    A ``--key`` without ``=`` takes the next argument as its value unless that one
+    starts with ``--`` (then the key has no value and is refused)."""
+    pairs: List[Tuple[str, str]] = []
+    position = 0
+    while position < len(extra):
+        arg = extra[position]
+        position += 1
+        if not arg.startswith("--") or arg in ("--", "--=") or arg.startswith("--="):
             raise UserInputError(
-                f"unrecognised argument '{arg}': config overrides take the form --key=value"
+                f"unrecognised argument '{arg}': config overrides take the form --key=value or --key value"
             )
-        key, value = arg[2:].split("=", 1)
-        value = typed_value(value)
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+        elif position < len(extra) and not extra[position].startswith("--"):
+            key, value = arg[2:], extra[position]
+            position += 1
+        else:
+            raise UserInputError(f"{arg} has no value: write {arg}=VALUE or {arg} VALUE")
+        pairs.append((key, value))
+    return pairs
+
+
+def split_overrides(extra: Sequence[str]) -> Dict[str, Any]:
+    """``["--epochs=1", "--learning_rate", "1e-3", ...]`` -> ``{"epochs": 1,
+    "learning_rate": 0.001, ...}``, values typed by :func:`typed_value`."""
+    overrides: Dict[str, Any] = {}
+    for key, text in _override_pairs(extra):
+        value = typed_value(text)
         if key in overrides and overrides[key] != value:
             raise UserInputError(f"--{key} given twice with different values: keep one")
         overrides[key] = value

@@ -86,6 +86,50 @@ def test_overrides_are_typed_key_value_pairs():
         split_overrides(["--=3"])
 
 
+def test_overrides_take_the_value_after_a_space_too():
+    spaced = split_overrides(["--cpu_threads", "2", "--data_path", "./data", "--learning_rate", "1e-3",
+                              "--topk", "[10,20]", "--shuffle", "false", "--lr_offset", "-1", "--epochs=3"])
+    assert spaced == {"cpu_threads": 2, "data_path": "./data", "learning_rate": 0.001, "topk": [10, 20],
+                      "shuffle": False, "lr_offset": -1, "epochs": 3}
+    assert split_overrides(["--x", "1", "--x=1"]) == {"x": 1}
+    with pytest.raises(UserInputError, match="--x given twice"):
+        split_overrides(["--x", "1", "--x", "2"])
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--data_path", "--epochs=3"], "--data_path has no value: write --data_path=VALUE or --data_path VALUE"),
+        (["--epochs=3", "--data_path"], "--data_path has no value"),
+        (["--epochs", "3", "4"], "unrecognised argument '4'"),
+        (["--"], "unrecognised argument '--'"),
+    ],
+)
+def test_an_override_without_its_value_is_refused(extra, fragment):
+    with pytest.raises(UserInputError, match=re.escape(fragment)):
+        split_overrides(extra)
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--learning_rate", "-1"], "bad config value learning_rate=-1"),
+        (["--cpu_threads", "--check"], "--cpu_threads has no value"),
+        (["--cpu_threads", "two"], "bad config value cpu_threads='two'"),
+    ],
+)
+def test_spaced_overrides_reach_the_config_checks(argv, fragment, capsys):
+    assert main(argv + ["--show_progress", "False"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err and err.count("\n") == 1
+
+
+def test_spaced_overrides_configure_a_check(tmp_path, capsys):
+    assert main(["--check", "--cpu_threads", "2", "--dataset", "nowhere", "--data_path", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: dataset 'nowhere' not found") and str(tmp_path / "nowhere") in err
+
+
 TYPED = ["--epochs=1", "--learning_rate=2e-2", "--reproducibility=true", "--topk=[5]",
          "--valid_metric=Recall@5", "--train_batch_size=64", "--show_progress=False", "--state=ERROR"]
 
