@@ -1,6 +1,6 @@
 """recbole-kgin: KGIN (Wang et al., WWW 2021) as a RecBole model plugin.
 
-Importing the package installs the fixes RecBole 1.2.1 needs on today's stack
+Importing the package installs the fixes RecBole 1.2.1 needs on current Python packages
 (:mod:`recbole_kgin.compat`), lets RecBole's KGCN rank all items in item-major form
 (the same scores, up to 10x faster: :mod:`recbole_kgin.kgcn_ranking`), propagates RecBole's
 KGAT over compressed-row matrices (the same math: :mod:`recbole_kgin.kgat_propagation`) and notes torch's

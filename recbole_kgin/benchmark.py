@@ -1,7 +1,7 @@
 """Speed, memory and quality of our KGIN against RecBole's built-in KGIN.
 
-    python -m recbole_kgin.benchmark --dataset ml-1m --data_path ../shared/datasets --epochs 3
-    python -m recbole_kgin.benchmark --dataset lastfm --data_path ../shared/datasets --busy none,torch,python,kgin
+    python -m recbole_kgin.benchmark --dataset ml-1m --data_path=DIR --epochs 3
+    python -m recbole_kgin.benchmark --dataset lastfm --data_path=DIR --busy none,torch,python,kgin
     python -m recbole_kgin.benchmark --synthetic amazon-book --epochs 1 --recbole_batches 20
 
 Each model trains in its own subprocess (so peak RSS is its own) with identical

@@ -1,6 +1,6 @@
 """Time RecBole's KGCN full ranking against the item-major one (recbole_kgin.kgcn_ranking).
 
-    python -m recbole_kgin.benchmark_kgcn_ranking --dataset lastfm --data_path ../shared/datasets
+    python -m recbole_kgin.benchmark_kgcn_ranking --dataset lastfm --data_path=DIR
 
 For each KGCN shape (aggregator, n_iter, neighbor_sample_size) it builds the model once
 (weights drawn away from the initialisation), scores every item for the same users one

@@ -1,12 +1,12 @@
-"""Fixes that let RecBole 1.2.1 run on today's stack.
+"""Fixes that let RecBole 1.2.1 run on current Python packages.
 
 RecBole 1.2.1 (the latest release) breaks in four places on the versions that pip
-installs today, one of its modules slows every model trained after it is imported
-(fix 5), two of its own bugs reach our users (fix 6: data-dependent metrics
-crash, for every model; fix 7: negative sampling that loops forever), every run
-printed third-party warnings that mean nothing to them (fix 8), its distributed
-training works on GPUs only (fix 9), and its workers race to create the same folders
-(fix 10). Each fix below names the
+installs (torch >= 2.6, SciPy >= 1.12, numpy >= 1.24, and without DGL 0.x), one of
+its modules slows every model trained after it is imported (fix 5), two of its own
+bugs reach users (fix 6: data-dependent metrics crash, for every model; fix 7:
+negative sampling that loops forever), every run prints third-party warnings that a
+user cannot act on (fix 8), its distributed training works on GPUs only (fix 9), and
+its workers race to create the same folders (fix 10). Each fix below names the
 RecBole line it addresses and leaves the math of the affected model unchanged.
 :func:`apply` installs all of them; it is idempotent and runs when
 :mod:`recbole_kgin` is imported.
@@ -318,8 +318,8 @@ def _patch_ddp_on_cpu() -> None:
 # recbole/utils/utils.py:51-52 (ensure_dir) checks ``os.path.exists`` and then calls
 # ``os.makedirs``; distributed workers start together and each creates ``./log/<model>``
 # (recbole/utils/logger.py:77-79) and the checkpoint folder (recbole/trainer/trainer.py:131),
-# so the slower one dies with FileExistsError when the other created it in between (seen
-# with two Gloo workers on a busy machine). Every module that imported ensure_dir gets one
+# so the slower one dies with FileExistsError when the other created it in between (it
+# happens with two Gloo workers on a busy machine). Every module that imported ensure_dir gets one
 # that creates the folder with exist_ok.
 ENSURE_DIR_MODULES = ("recbole.utils.utils", "recbole.utils", "recbole.utils.logger", "recbole.data.utils",
                       "recbole.trainer.trainer")  # fmt: skip

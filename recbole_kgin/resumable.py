@@ -168,7 +168,7 @@ class ResumableTrainer:
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        history = checkpoint.get("history", {})  # absent in checkpoints written before 2026-11-28
+        history = checkpoint.get("history", {})  # absent from best checkpoints (RecBole's fields)
         self.epoch_seconds = list(history.get("epoch_seconds", []))
         self.valid_curve = [list(entry) for entry in history.get("valid_curve", [])]
         self._seconds_before = float(history.get("seconds", 0.0))

@@ -196,8 +196,7 @@ def trial_reports(result):
     ``metrics_dataframe``, keeps the columns of the first report the trial's first
     process wrote: a trial restored in a new process whose first report carries a
     checkpoint appends rows with one field more (``should_checkpoint``), and Ray then
-    cannot read the file and reports the trial as empty (measured: 2 of the 6 ml-1m
-    KGAT trials)."""
+    cannot read the file and reports the trial as empty."""
     import json
 
     import pandas as pd

@@ -8,8 +8,8 @@ RecBole's settings below (those of test_model.yaml that are not RecBole's defaul
 
 Our KGIN runs with RecBole's KGIN settings (recbole/properties/model/KGIN.yaml, v1.2.1)
 and with each of its settings and switches varied, as a RecBole user would; and under
-the evaluation settings that used to crash or hang (they now pass, or stop before
-training with one line where no answer exists).
+the evaluation settings that crash or hang RecBole 1.2.1 alone (they pass here, or stop
+before training with one line where no answer exists).
 """
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ def test_trial_rows_read_every_report_of_a_trial_restored_in_a_new_process(tmp_p
 @pytest.mark.slow
 @pytest.mark.parametrize("checkpoints_kept", [True, False])
 def test_a_search_killed_mid_trial_resumes_the_trial_from_its_checkpoint(tmp_path, toy_root, checkpoints_kept):
-    """As at the end of a session: the search's process group is killed mid-trial; run
+    """As when its machine goes away: the search's process group is killed mid-trial; run
     again with resume, the trial continues from its checkpoint and its repeated epochs
     score exactly as before the kill. Where the checkpoints are gone (Ray's records
     copied to a fresh machine without them) the trial starts again instead of failing."""
