@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "replace the output)",
     )
     explain = parser.add_argument_group("explanation of a trained KGIN")
-    explain.add_argument("--explain", default=None, metavar="CHECKPOINT", help="a saved/KGIN-*.pth file")
+    explain.add_argument("--explain", default=None, metavar="CHECKPOINT", help="a KGIN checkpoint (saved/KGIN-<time>.pth)")
     explain.add_argument("--user", default=None, help="user id (dataset token) to explain")
     explain.add_argument("--item", default=None, help="item id (token); default: the user's top recommendation")
     explain.add_argument(
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--valid_ratio", type=float, default=0.1,
                       help="--convert: share of each user's train items held out for validation")
     data.add_argument("--resume", default=None, metavar="CHECKPOINT",
-                      help="continue a killed run from its saved/*.last.pth checkpoint")
+                      help="continue a killed run from its .last.pth checkpoint in saved/")
     parser.add_argument(
         "--output", default=None,
         help="output folder (comparison: results/compare-<dataset>; explanation: explanations/<checkpoint>; "
