@@ -9,6 +9,17 @@ from setuptools import find_packages, setup
 with open("README.md", encoding="utf-8") as readme:
     long_description = readme.read()
 
+# The documentation (docs/, built with warnings as errors by tests/test_docs.py). The
+# newest releases need Python 3.11; older Pythons get the last ones that support them.
+DOCS = [
+    'sphinx==9.0.4; python_version >= "3.11"',
+    'myst-parser==5.2.0; python_version >= "3.11"',
+    'sphinx-argparse==0.6.1; python_version >= "3.11"',
+    'sphinx==7.4.7; python_version < "3.11"',
+    'myst-parser==3.0.1; python_version < "3.11"',
+    'sphinx-argparse==0.4.0; python_version < "3.11"',
+]
+
 setup(
     name="recbole-kgin",
     version="0.1.0",
@@ -47,8 +58,10 @@ setup(
         "ninja",
     ],
     extras_require={
-        # mutmut: mutation testing of recbole_kgin/model (README, "Mutation testing").
-        "test": ["pytest>=7", "mutmut==3.8.1"],
+        # mutmut: mutation testing of recbole_kgin/model (docs/testing.md); the docs
+        # packages for tests/test_docs.py.
+        "test": ["pytest>=7", "mutmut==3.8.1", *DOCS],
+        "docs": DOCS,
         # RecBole's built-in KGIN (model RecBoleKGIN) imports torch_scatter;
         # it compiles from source where no wheel exists (pip install --no-build-isolation).
         "scatter": ["torch-scatter"],
