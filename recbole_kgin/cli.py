@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="--convert: share of each user's train items held out for validation")
     data.add_argument("--resume", default=None, metavar="CHECKPOINT",
                       help="continue a killed run from its saved/*.last.pth checkpoint")
+    data.add_argument("--trust_checkpoint", action="store_true",
+                      help="--resume/--explain: also read a checkpoint that needs full unpickling (RecBole's own, "
+                      "older ones), which can run code: only for files you wrote or trust")
     parser.add_argument(
         "--output", default=None,
         help="output folder (comparison: results/compare-<dataset>; explanation: explanations/<checkpoint>; "
@@ -247,7 +250,7 @@ def _resume(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
     _no_overrides("--resume", overrides)
     from recbole_kgin.quick_start import resume_recbole_kgin
 
-    _print_result(f"resumed {args.resume}", resume_recbole_kgin(args.resume))
+    _print_result(f"resumed {args.resume}", resume_recbole_kgin(args.resume, args.trust_checkpoint))
     return 0
 
 
@@ -292,7 +295,8 @@ def _explain(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
         raise UserInputError("--top and --intents must be >= 1")
     from recbole_kgin.explain import run_explain
 
-    print(run_explain(args.explain, args.user, args.item, args.top, args.intents, args.output, args.json))
+    print(run_explain(args.explain, args.user, args.item, args.top, args.intents, args.output, args.json,
+                      args.trust_checkpoint))
     return 0
 
 

@@ -57,12 +57,12 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 from recbole.utils import init_logger
 
+from recbole_kgin.atomic import replacing, write_text_atomically
 from recbole_kgin.claims import claim
 from recbole_kgin.compare import ModelConfig, RunResult, configs_for, output_folder, plot_comparison, run_one
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.search_space import resolve_space
 from recbole_kgin.significance import mean_over_runs, paired_wilcoxon
-from recbole_kgin.utils import write_text_atomically
 
 SIGNIFICANCE_LEVEL = 0.05
 # Training settings of the comparison that a shipped property file carries beside the
@@ -325,10 +325,9 @@ def plot_curves(runs: Dict[str, List[RunResult]], metric: str, path: Path) -> No
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
     figure.tight_layout()
-    temporary = path.with_name(path.stem + ".tmp.png")
-    figure.savefig(temporary, dpi=120)
+    with replacing(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
     plt.close(figure)
-    temporary.replace(path)
 
 
 def run_tuned_comparison(
