@@ -12,12 +12,12 @@ Bad input ends with one ``error: ...`` line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from recbole_kgin.errors import UserInputError
+from recbole_kgin.literals import typed_value
 from recbole_kgin.resumable import TrainingDiverged
 
 DEFAULT_MODEL = "KGIN"
@@ -120,18 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
         "tuning: results/tune-<model>-<dataset>; conversion: ./dataset)",
     )
     return parser
-
-
-def typed_value(text: str) -> Any:
-    """``"1"`` -> 1, ``"1e-3"`` -> 0.001, ``"[10,20]"`` -> [10, 20], ``"True"``/``"true"``
-    -> True, ``"None"`` -> None; text that is no literal (``"ml-1m"``) stays a string."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        lowered = text.lower()
-        if lowered in ("true", "false"):
-            return lowered == "true"
-        return text
 
 
 def split_overrides(extra: Sequence[str]) -> Dict[str, Any]:
