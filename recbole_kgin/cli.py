@@ -16,6 +16,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from recbole_kgin.claims import CLAIM_TIMEOUT
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.literals import typed_value
 from recbole_kgin.resumable import TrainingDiverged
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--max_epochs", type=int, default=500,
         help="tuned comparison: epoch cap of a seed run (early stopping should end it first; runs that hit it are flagged)",
+    )
+    compare.add_argument(
+        "--claim_timeout", type=float, default=CLAIM_TIMEOUT, metavar="SECONDS",
+        help="tuned comparison: how long to wait for a unit another process holds (default a day)",
     )
     compare.add_argument(
         "--force", action="store_true",
@@ -259,6 +264,8 @@ def _compare(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
 
 
 def _tuned_compare(args: argparse.Namespace, overrides: Dict[str, Any], models: List[str]) -> int:
+    if args.claim_timeout <= 0:
+        raise UserInputError(f"--claim_timeout {args.claim_timeout:g}: give seconds > 0")
     from recbole_kgin.tuned_compare import Budget, format_table, run_tuned_comparison
 
     budget = Budget(
@@ -268,7 +275,8 @@ def _tuned_compare(args: argparse.Namespace, overrides: Dict[str, Any], models: 
     )  # fmt: skip
     command = " ".join([_program_name(), *args.argv])
     outcome = run_tuned_comparison(
-        models, args.dataset, budget, config_file_list(args), overrides, args.output, args.force, command
+        models, args.dataset, budget, config_file_list(args), overrides, args.output, args.force, command,
+        args.claim_timeout,
     )
     print(format_table(outcome["summaries"], outcome["significance"], budget, outcome["metrics"]))
     print(f"outputs: {outcome['output']}")

@@ -58,7 +58,7 @@ import yaml
 from recbole.utils import init_logger
 
 from recbole_kgin.atomic import replacing, write_text_atomically
-from recbole_kgin.claims import claim
+from recbole_kgin.claims import CLAIM_TIMEOUT, claim
 from recbole_kgin.compare import ModelConfig, RunResult, configs_for, output_folder, plot_comparison, run_one
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.search_space import resolve_space
@@ -339,8 +339,10 @@ def run_tuned_comparison(
     output_dir: Optional[str] = None,
     force: bool = False,
     command: str = "",
+    claim_timeout: float = CLAIM_TIMEOUT,
 ) -> Dict[str, Any]:
-    """Search, retrain over seeds and tabulate every model (see the module note)."""
+    """Search, retrain over seeds and tabulate every model (see the module note);
+    ``claim_timeout``: seconds to wait for a unit another process holds."""
     budget.check()
     settings = dict(config_dict or {})
     if {"seed", "epochs", "split_seed"} & set(settings):
@@ -357,7 +359,7 @@ def run_tuned_comparison(
     output = output_folder(dataset, output_dir)
     for sub in ("runs", "configs", "search", "tuned"):
         (output / sub).mkdir(parents=True, exist_ok=True)
-    protocol = _Protocol(dataset, config_file_list, settings, budget, output, force, command, ks, metrics)
+    protocol = _Protocol(dataset, config_file_list, settings, budget, output, force, command, ks, metrics, claim_timeout)
     finished: Dict[str, ModelSummary] = {}
     runs: Dict[str, List[RunResult]] = {}
     per_user: Dict[str, List[Dict[str, Dict[int, float]]]] = {}
@@ -392,6 +394,7 @@ class _Protocol:
     command: str
     ks: Sequence[int]
     metrics: Sequence[str]
+    claim_timeout: float  # seconds to wait for a unit another process holds
 
 
 def _compare_one(
@@ -409,7 +412,7 @@ def _compare_one(
         return ModelSummary(model, {}, None, 0, {}, {}, 0, 0, 0, 0, entry.error)
     p, claims = protocol, protocol.output / "claims"
     model_settings = {**p.settings, **entry.extra}
-    with claim(claims, f"{model}-search", wait) as held:
+    with claim(claims, f"{model}-search", wait, p.claim_timeout) as held:
         if not held:
             return None
         try:
@@ -422,7 +425,7 @@ def _compare_one(
     split = {"split_seed": entry.config["seed"]}  # the split the search validated on
     model_runs, model_users, skipped = [], [], False
     for seed in range(1, p.budget.seeds + 1):
-        with claim(claims, f"{model}-seed{seed}", wait) as held:
+        with claim(claims, f"{model}-seed{seed}", wait, p.claim_timeout) as held:
             if not held:
                 skipped = True
                 continue
