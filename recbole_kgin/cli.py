@@ -106,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     spread.add_argument("--nproc", type=int, default=1, help="training processes on this machine (Gloo on CPU, NCCL on GPUs)")
     spread.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: --nproc)")
     spread.add_argument("--ip", default="localhost", help="address of the machine with rank 0")
-    spread.add_argument("--port", type=int, default=5678, help="its port for the process group")
+    spread.add_argument(
+        "--port", type=int, default=None,
+        help="its port for the process group (default: a free one; give the same on every machine)",
+    )
     spread.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
     data = parser.add_argument_group("data and runs")
     data.add_argument("--check", action="store_true", help="check the dataset's atomic files and stop")

@@ -64,6 +64,7 @@ COMMON_CHECKS: Dict[str, Check] = {
     "kg_items_only": boolean(),
     "cpu_threads": (lambda v: v == "auto" or (_is_int(v) and v > 0), "auto or a positive integer"),
     "thread_governor": boolean(),
+    "distributed_timeout": positive_number(),
 }
 
 
