@@ -61,7 +61,7 @@ KEY_TYPES = {
 RESUME_KEYS = ("epoch", "cur_step", "best_valid_score", "optimizer")
 """What a checkpoint needs so that training can continue from it."""
 
-_SAFE_LEAVES = (str, int, float, bool, type(None), torch.device, torch.Tensor, np.ndarray, np.generic)
+_SAFE_LEAVES = (str, int, float, bool, type(None), torch.device, torch.Tensor, np.number, np.bool_)
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -69,7 +69,8 @@ def _plain(value: Any, where: str) -> Any:
     if isinstance(value, Mapping):
         return {key: _plain(item, f"{where}.{key}") for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_plain(item, where) for item in value)
+        items = [_plain(item, where) for item in value]
+        return tuple(items) if isinstance(value, tuple) else items
     if isinstance(value, _SAFE_LEAVES) or (isinstance(value, Enum) and type(value) in SAFE_TYPES):
         return value
     getLogger().warning(f"config value {where} ({type(value).__name__}) saved in the checkpoint as text")

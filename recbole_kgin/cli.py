@@ -279,7 +279,7 @@ def _tuned_compare(args: argparse.Namespace, overrides: Dict[str, Any], models: 
     command = " ".join([_program_name(), *args.argv])
     outcome = run_tuned_comparison(
         models, args.dataset, budget, config_file_list(args), overrides, args.output, args.force, command,
-        args.claim_timeout,
+        claim_timeout=args.claim_timeout,
     )
     print(format_table(outcome["summaries"], outcome["significance"], budget, outcome["metrics"]))
     print(f"outputs: {outcome['output']}")

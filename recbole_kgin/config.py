@@ -14,8 +14,9 @@ Layering, lowest priority first (each later layer overrides the earlier):
 
 Unlike RecBole's Config it never reads ``sys.argv`` itself, never runs a config string
 as Python (strings are typed as literals, :mod:`recbole_kgin.literals`, and YAML is read
-with a safe loader), looks models up in the plugin first, resolves the data folder without any download prompt
-(:mod:`recbole_kgin.data.location`) and turns bad input into :class:`UserInputError`.
+with a safe loader), looks models up in the plugin first, resolves the data folder
+without any download prompt (:mod:`recbole_kgin.data.location`) and turns bad input
+into :class:`UserInputError`.
 """
 
 from __future__ import annotations

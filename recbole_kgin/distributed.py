@@ -162,8 +162,9 @@ def broadcast_result(result: Optional[Dict[str, float]]) -> Optional[Dict[str, f
     if torch.distributed.get_rank() != 0:
         payload = torch.zeros(int(size.item()), dtype=torch.uint8)
     torch.distributed.broadcast(payload, src=0)
-    received = json.loads(bytes(payload.tolist()).decode(), object_pairs_hook=OrderedDict)
-    return result if torch.distributed.get_rank() == 0 else received
+    if torch.distributed.get_rank() == 0:
+        return result
+    return json.loads(bytes(payload.tolist()).decode(), object_pairs_hook=OrderedDict)
 
 
 def free_port() -> int:
@@ -226,14 +227,12 @@ def rendezvous(ip: str, port: Optional[int], world_size: int, timeout: float) ->
 def die_with_parent(parent: int) -> None:
     """End this process when process ``parent`` ends, even by SIGKILL: the kernel's
     parent-death signal on Linux, a watchdog thread elsewhere."""
-    try:
+    if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        if sys.platform.startswith("linux") and libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG
+        if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG
             if os.getppid() != parent:  # it ended before the signal was armed
                 os._exit(1)
             return
-    except (OSError, AttributeError):
-        pass
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -281,7 +280,7 @@ def run_distributed(
         raise UserInputError(f"--world_size {world_size} spans machines: give every machine the same --port")
     settings = dict(config_dict or {})
     settings.setdefault("cpu_threads", max(1, usable_cpus() // nproc))  # workers share the CPUs
-    # the timeout as the workers' Config will read it (checked there, one line if bad)
+    # the workers' Config, built once here first: a bad value ends the run before any worker starts
     timeout = Config(model, dataset, config_file_list, settings)["distributed_timeout"]
     queue = mp.get_context("spawn").SimpleQueue()
     with rendezvous(ip, port, world_size, timeout) if group_offset == 0 else nullcontext(port) as chosen:
