@@ -41,7 +41,7 @@ setup(
     entry_points={"console_scripts": ["recbole-kgin = recbole_kgin.cli:run"]},
     install_requires=[
         "recbole==1.2.1",
-        "torch>=2.4",  # fused Adam on CPU
+        "torch>=2.5",  # fused Adam on CPU; torch.serialization.safe_globals (recbole_kgin/checkpoints.py)
         # recbole 1.2.1 pins ray<=2.6.3; Ray 2.6.3 is built against numpy 1.x ...
         "ray[tune]>=2.6,<=2.6.3",
         "numpy>=1.21,<2",
@@ -56,11 +56,13 @@ setup(
         "matplotlib>=3.5",
         # torch.utils.cpp_extension builds the fused CPU kernels with it (and a C++ compiler)
         "ninja",
+        # claims on the units of a comparison (recbole_kgin/claims.py)
+        "filelock>=3.12",
     ],
     extras_require={
-        # mutmut: mutation testing of recbole_kgin/model (docs/testing.md); the docs
-        # packages for tests/test_docs.py.
-        "test": ["pytest>=7", "mutmut==3.8.1", *DOCS],
+        # mutmut: mutation testing of recbole_kgin/model (docs/testing.md); hypothesis: random
+        # and mutated atomic files (tests/test_fuzz_files.py); the docs packages for tests/test_docs.py.
+        "test": ["pytest>=7", "mutmut==3.8.1", "hypothesis>=6", *DOCS],
         "docs": DOCS,
         # RecBole's built-in KGIN (model RecBoleKGIN) imports torch_scatter;
         # it compiles from source where no wheel exists (pip install --no-build-isolation).

@@ -26,9 +26,10 @@ threads.remember_torch_threads()
 __version__ = "0.1.0"
 
 
-def load(model_file: str) -> "LoadedModel":
+def load(model_file: str, trusted: bool = False) -> "LoadedModel":
     """A trained model from its checkpoint, loaded once, with ``.recommend(users, k)``,
-    ``.vectors()`` and ``.explain(user)`` (:class:`recbole_kgin.loaded.LoadedModel`)."""
+    ``.vectors()`` and ``.explain(user)`` (:class:`recbole_kgin.loaded.LoadedModel`);
+    ``trusted`` as in :func:`recbole_kgin.checkpoints.load_checkpoint`."""
     from recbole_kgin.loaded import load as load_model
 
-    return load_model(model_file)
+    return load_model(model_file, trusted)

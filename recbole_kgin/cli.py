@@ -13,12 +13,13 @@ Bad input ends with one ``error: ...`` line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from recbole_kgin.claims import CLAIM_TIMEOUT
 from recbole_kgin.errors import UserInputError
+from recbole_kgin.literals import typed_value
 from recbole_kgin.resumable import TrainingDiverged
 
 DEFAULT_MODEL = "KGIN"
@@ -72,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--max_epochs", type=int, default=500,
         help="tuned comparison: epoch cap of a seed run (early stopping should end it first; runs that hit it are flagged)",
+    )
+    compare.add_argument(
+        "--claim_timeout", type=float, default=CLAIM_TIMEOUT, metavar="SECONDS",
+        help="tuned comparison: how long to wait for a unit another process holds (default a day)",
     )
     compare.add_argument(
         "--force", action="store_true",
@@ -136,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     spread.add_argument("--nproc", type=int, default=1, help="training processes on this machine (Gloo on CPU, NCCL on GPUs)")
     spread.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: --nproc)")
     spread.add_argument("--ip", default="localhost", help="address of the machine with rank 0")
-    spread.add_argument("--port", type=int, default=5678, help="its port for the process group")
+    spread.add_argument(
+        "--port", type=int, default=None,
+        help="its port for the process group (default: a free one; give the same on every machine)",
+    )
     spread.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
     data = parser.add_argument_group("data and runs")
     data.add_argument("--check", action="store_true", help="check the dataset's atomic files and stop")
@@ -146,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="--convert: share of each user's train items held out for validation")
     data.add_argument("--resume", default=None, metavar="CHECKPOINT",
                       help="continue a killed run from its .last.pth checkpoint in saved/")
+    data.add_argument("--trust_checkpoint", action="store_true",
+                      help="--resume/--explain/--recommend/--export: also read a checkpoint that needs full "
+                      "unpickling (RecBole's own, older ones), which can run code: only for files you wrote or trust")
     parser.add_argument(
         "--output", default=None,
         help="output folder (comparison: results/compare-<dataset>; explanation: explanations/<checkpoint>; "
@@ -153,18 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
         "file, --export: a folder (both required, never replaced without --force)",
     )
     return parser
-
-
-def typed_value(text: str) -> Any:
-    """``"1"`` -> 1, ``"1e-3"`` -> 0.001, ``"[10,20]"`` -> [10, 20], ``"True"``/``"true"``
-    -> True, ``"None"`` -> None; text that is no literal (``"ml-1m"``) stays a string."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        lowered = text.lower()
-        if lowered in ("true", "false"):
-            return lowered == "true"
-        return text
 
 
 def _override_pairs(extra: Sequence[str]) -> List[Tuple[str, str]]:
@@ -305,7 +304,7 @@ def _resume(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
     _no_overrides("--resume", overrides)
     from recbole_kgin.quick_start import resume_recbole_kgin
 
-    _print_result(f"resumed {args.resume}", resume_recbole_kgin(args.resume))
+    _print_result(f"resumed {args.resume}", resume_recbole_kgin(args.resume, args.trust_checkpoint))
     return 0
 
 
@@ -326,6 +325,8 @@ def _compare(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
 
 
 def _tuned_compare(args: argparse.Namespace, overrides: Dict[str, Any], models: List[str]) -> int:
+    if args.claim_timeout <= 0:
+        raise UserInputError(f"--claim_timeout {args.claim_timeout:g}: give seconds > 0")
     from recbole_kgin.tuned_compare import Budget, run_tuned_comparison
     from recbole_kgin.tuned_report import format_table
 
@@ -337,7 +338,8 @@ def _tuned_compare(args: argparse.Namespace, overrides: Dict[str, Any], models: 
     )  # fmt: skip
     command = " ".join([_program_name(), *args.argv])
     outcome = run_tuned_comparison(
-        models, args.dataset, budget, config_file_list(args), overrides, args.output, args.force, command
+        models, args.dataset, budget, config_file_list(args), overrides, args.output, args.force, command,
+        claim_timeout=args.claim_timeout,
     )
     print(format_table(outcome["summaries"], outcome["significance"], budget, outcome["settings"], outcome["metrics"]))
     print(f"outputs: {outcome['output']}")
@@ -353,7 +355,8 @@ def _explain(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
         raise UserInputError("--top and --intents must be >= 1")
     from recbole_kgin.explain import run_explain
 
-    print(run_explain(args.explain, args.user, args.item, top, args.intents, args.output, args.json))
+    print(run_explain(args.explain, args.user, args.item, top, args.intents, args.output, args.json,
+                      args.trust_checkpoint))
     return 0
 
 
@@ -373,7 +376,8 @@ def _recommend(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
 
     top = 10 if args.top is None else args.top
     print(recommend_to_file(
-        args.recommend, args.users, top, exclude_seen, args.output, args.force, _checked_dataset(args)
+        args.recommend, args.users, top, exclude_seen, args.output, args.force, _checked_dataset(args),
+        args.trust_checkpoint,
     ))  # fmt: skip
     return 0
 
@@ -384,7 +388,7 @@ def _export(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
         raise UserInputError("--export needs --output <folder for the vectors>")
     from recbole_kgin.export import export_to_folder
 
-    print(export_to_folder(args.export, args.output, args.force, _checked_dataset(args)))
+    print(export_to_folder(args.export, args.output, args.force, _checked_dataset(args), args.trust_checkpoint))
     return 0
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import traceback
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -40,12 +39,13 @@ import yaml
 from recbole.utils import ModelType, init_logger, init_seed
 from tqdm import tqdm
 
+from recbole_kgin.atomic import replacing, write_text_atomically
 from recbole_kgin.config import Config, reads_kg
 from recbole_kgin.data.location import expected_files
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.quick_start import build
 from recbole_kgin.resumable import last_checkpoint_path
-from recbole_kgin.utils import get_model, write_text_atomically
+from recbole_kgin.utils import get_model
 
 MAIN_METRICS = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
 # Keys that change how a run is shown, where it writes or how fast it computes, not what
@@ -312,15 +312,13 @@ def write_outputs(rows: Sequence[RunResult], output: Path) -> None:
     metrics = metric_names(rows)
     columns = ["model", "status", "config_hash", *metrics, "best_epoch", "epochs_run",
                "train_seconds_per_epoch", "parameters", "best_valid_score", "error"]
-    temporary = output / "results.csv.tmp"
-    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+    with replacing(output / "results.csv") as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
             record = {key: value for key, value in asdict(row).items() if key in columns}
             record.update(row.test_result)
             writer.writerow(record)
-    os.replace(temporary, output / "results.csv")
     plot_comparison(rows, output / "comparison.png")
 
 
@@ -345,7 +343,6 @@ def plot_comparison(rows: Sequence[RunResult], path: Path, metrics: Optional[Seq
     if finished:
         axes.legend(fontsize="small")
     figure.tight_layout()
-    temporary = path.with_name(path.stem + ".tmp.png")
-    figure.savefig(temporary, dpi=120)
+    with replacing(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
     plt.close(figure)
-    os.replace(temporary, path)

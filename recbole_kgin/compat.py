@@ -34,17 +34,24 @@ import torch
 # --- 1. torch >= 2.6: torch.load defaults to weights_only=True ---------------------
 # recbole/trainer/trainer.py:583 (Trainer.evaluate, load_best_model=True) and
 # recbole/trainer/trainer.py:323 (Trainer.resume_checkpoint) call
-# ``torch.load(checkpoint_file, map_location=self.device)`` on RecBole's own
-# checkpoints, which pickle the Config object; the weights-only unpickler rejects
-# them. The trainer module gets a view of ``torch`` whose ``load`` reads these
-# trusted, self-written checkpoints with ``weights_only=False``; every other
+# ``torch.load(checkpoint_file, map_location=self.device)``. RecBole's checkpoints
+# pickle the Config object, which the weights-only unpickler rejects. recbole-kgin's
+# trainers write checkpoints as plain data with RecBole's enums in the config
+# (recbole_kgin/checkpoints.py); the trainer module gets a view of ``torch`` whose
+# ``load`` reads them weights-only with those few types allowed
+# (``checkpoints.read_plain``), and refuses any other file in one line. Every other
 # attribute is torch's own, and torch itself is left untouched.
-class _TrustedCheckpointTorch(types.ModuleType):
-    """``torch`` as seen by recbole.trainer.trainer, with a full-pickle ``load``."""
+class _PlainCheckpointTorch(types.ModuleType):
+    """``torch`` as seen by recbole.trainer.trainer, with a ``load`` of plain data only."""
 
     def __init__(self) -> None:
         super().__init__("torch")
-        self.load = functools.partial(torch.load, weights_only=False)
+
+    @staticmethod
+    def load(f: Any, map_location: Any = None, **_: Any) -> Any:
+        from recbole_kgin.checkpoints import read_plain
+
+        return read_plain(f, map_location)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(torch, name)
@@ -53,8 +60,8 @@ class _TrustedCheckpointTorch(types.ModuleType):
 def _patch_trainer_torch_load() -> None:
     import recbole.trainer.trainer as recbole_trainer
 
-    if not isinstance(recbole_trainer.torch, _TrustedCheckpointTorch):
-        recbole_trainer.torch = _TrustedCheckpointTorch()
+    if not isinstance(recbole_trainer.torch, _PlainCheckpointTorch):
+        recbole_trainer.torch = _PlainCheckpointTorch()
 
 
 # --- 2. SciPy >= 1.12: dok_matrix._update was removed --------------------------------

@@ -12,9 +12,11 @@ Layering, lowest priority first (each later layer overrides the earlier):
 6. the user's ``config_file_list``, then ``config_dict`` (the CLI passes its
    ``--key=value`` overrides here, so command line > files, as in RecBole).
 
-Unlike RecBole's Config it never reads ``sys.argv`` itself, looks models up in the
-plugin first, resolves the data folder without any download prompt
-(:mod:`recbole_kgin.data.location`) and turns bad input into :class:`UserInputError`.
+Unlike RecBole's Config it never reads ``sys.argv`` itself, never runs a config string
+as Python (strings are typed as literals, :mod:`recbole_kgin.literals`, and YAML is read
+with a safe loader), looks models up in the plugin first, resolves the data folder
+without any download prompt (:mod:`recbole_kgin.data.location`) and turns bad input
+into :class:`UserInputError`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from recbole.utils import ModelType
 from recbole_kgin.config_checks import check_config_values
 from recbole_kgin.data.location import resolve_dataset_folder
 from recbole_kgin.errors import UserInputError
+from recbole_kgin.literals import PlainYamlLoader, typed_value
 from recbole_kgin.resources import packaged_dir
 from recbole_kgin.utils import get_model
 
@@ -90,6 +93,14 @@ class Config(RecBoleConfig):
             super()._init_device()
 
     # --- inputs ------------------------------------------------------------------
+    def _build_yaml_loader(self) -> type:
+        return PlainYamlLoader
+
+    def _convert_config_dict(self, config_dict: Dict[str, Any]) -> Dict[str, Any]:
+        """Strings typed as literals (:func:`recbole_kgin.literals.typed_value`); RecBole
+        ``eval()``-s them."""
+        return {key: typed_value(value) if isinstance(value, str) else value for key, value in config_dict.items()}
+
     def _init_parameters_category(self) -> None:
         super()._init_parameters_category()
         # RecBole appends dataset keys to its module-level list; work on copies.

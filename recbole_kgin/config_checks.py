@@ -65,6 +65,7 @@ COMMON_CHECKS: Dict[str, Check] = {
     "cpu_threads": (lambda v: v == "auto" or (_is_int(v) and v > 0), "auto or a positive integer"),
     "thread_governor": boolean(),
     "cpu_malloc_tuning": boolean(),
+    "distributed_timeout": positive_number(),
 }
 
 

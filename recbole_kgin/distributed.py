@@ -19,16 +19,34 @@ metrics are not those of one process. Here:
   batch (``DistributedSampler``), gradients are averaged across workers, so a step
   sees the single-process batch and the learning rate means what it means there;
 - :class:`DistributedTrainer`: only rank 0 evaluates, on every user (the loaders it
-  evaluates are built whole, :func:`whole_loader`), and sends the result to the others,
-  which therefore stop early at the same epoch; only rank 0 logs and saves; the result
-  is returned as a single-process run returns it.
+  evaluates are built whole, :func:`whole_loader`), and sends the result to the others
+  (as JSON in a tensor: nothing is unpickled), which therefore stop early at the same
+  epoch; only rank 0 logs and saves; the result is returned as a single-process run
+  returns it.
+
+The group meets at ``ip:port``: the machine with rank 0 listens there, on that address
+only (:func:`rendezvous`; on one machine, ``--port`` left out, on a free port), and Gloo
+uses the network interface that holds ``ip`` where it is this machine's. Nothing
+authenticates the processes that join: run the group on a trusted network. A worker
+waits ``distributed_timeout`` seconds (config, default 1800) for the others, and ends
+when the process that started it ends, even by SIGKILL.
 """
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
+import signal
 import socket
-from typing import Any, Dict, List, Optional
+import struct
+import sys
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager, nullcontext
+from datetime import timedelta
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
@@ -50,11 +68,26 @@ def init_worker_device(settings: Dict[str, Any]) -> None:
     local_rank, nproc = settings["local_rank"], settings["nproc"]
     if on_gpu and len(gpu_id.split(",")) < nproc:
         raise UserInputError(f"--nproc {nproc} needs as many GPUs in gpu_id (got '{gpu_id}')")
+    interface = interface_of(settings["ip"])
+    if interface is not None:  # the group's traffic stays on the interface of the given address
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", interface)
+        os.environ.setdefault("NCCL_SOCKET_IFNAME", interface)
+    timeout = timedelta(seconds=settings["distributed_timeout"])
+    try:
+        store = torch.distributed.TCPStore(
+            settings["ip"], settings["port"], settings["world_size"], is_master=False, timeout=timeout
+        )
+    except (RuntimeError, OSError) as error:
+        raise UserInputError(
+            f"cannot reach the group at {settings['ip']}:{settings['port']} within {timeout.total_seconds():g} s "
+            f"({' '.join(str(error).split())[:200]}): start rank 0's machine first, check --ip and --port"
+        ) from None
     torch.distributed.init_process_group(
         backend="nccl" if on_gpu else "gloo",
+        store=store,
         rank=local_rank + settings["offset"],
         world_size=settings["world_size"],
-        init_method=f"tcp://{settings['ip']}:{settings['port']}",
+        timeout=timeout,
     )
     if on_gpu:
         torch.cuda.set_device(local_rank)
@@ -89,9 +122,7 @@ class DistributedTrainer:
                 result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
             finally:
                 self.config["single_spec"] = False
-        box: List[Any] = [result]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
+        return broadcast_result(result)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         # RecBole reshuffles a distributed loader only when the loader itself shuffles;
@@ -118,13 +149,101 @@ def distributed(trainer_class: type) -> type:
     return type(trainer_class.__name__, (DistributedTrainer, trainer_class), {})
 
 
+def broadcast_result(result: Optional[Dict[str, float]]) -> Optional[Dict[str, float]]:
+    """Rank 0's evaluation result (metric -> value, or None) on every rank, sent as
+    JSON bytes in tensors (``broadcast_object_list`` would unpickle what arrives)."""
+    if torch.distributed.get_rank() == 0:
+        plain = None if result is None else {name: float(value) for name, value in result.items()}
+        payload = torch.tensor(list(json.dumps(plain).encode()), dtype=torch.uint8)
+        size = torch.tensor([payload.numel()], dtype=torch.int64)
+    else:
+        size = torch.zeros(1, dtype=torch.int64)
+    torch.distributed.broadcast(size, src=0)
+    if torch.distributed.get_rank() != 0:
+        payload = torch.zeros(int(size.item()), dtype=torch.uint8)
+    torch.distributed.broadcast(payload, src=0)
+    if torch.distributed.get_rank() == 0:
+        return result
+    return json.loads(bytes(payload.tolist()).decode(), object_pairs_hook=OrderedDict)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def _worker(rank: int, model, dataset, config_file_list, config_dict, queue) -> None:
+def interface_of(address: str) -> Optional[str]:
+    """The name of this machine's network interface that holds ``address`` (an IPv4
+    address or a name resolving to one), or None: another machine's, or not Linux."""
+    try:
+        import fcntl
+
+        wanted = socket.inet_aton(socket.gethostbyname(address))
+        names = [name for _, name in socket.if_nameindex()]
+    except (ImportError, OSError):
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for name in names:
+            try:  # SIOCGIFADDR: the interface's IPv4 address, at bytes 20-24 of the answer
+                answer = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))
+            except OSError:
+                continue
+            if answer[20:24] == wanted:
+                return name
+    return None
+
+
+@contextmanager
+def rendezvous(ip: str, port: Optional[int], world_size: int, timeout: float) -> Iterator[int]:
+    """Hold the group's meeting point on this machine (the one with rank 0) for the
+    block: a store listening on ``ip``'s address only, on ``port`` (None: a free one,
+    chosen here, without a race); yields the port. A port in use, or an address not of
+    this machine, raises :class:`UserInputError`."""
+    fix = "leave --port out for a free one, or pick another" if port else "check --ip"
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(ip, port or 0, type=socket.SOCK_STREAM)[0]
+    except OSError as error:
+        raise UserInputError(f"cannot resolve --ip {ip} ({error.strerror}): check --ip") from None
+    listener = socket.socket(family, kind)
+    try:
+        listener.bind(address)
+        listener.listen(128)
+    except OSError as error:
+        listener.close()
+        raise UserInputError(f"cannot listen on {ip}:{port or 0} for the process group ({error.strerror}): {fix}") from None
+    chosen = listener.getsockname()[1]
+    descriptor = listener.detach()  # the store owns the socket from here, and closes it
+    store = torch.distributed.TCPStore(
+        ip, chosen, world_size, is_master=True, timeout=timedelta(seconds=timeout), wait_for_workers=False,
+        master_listen_fd=descriptor,
+    )  # fmt: skip
+    try:
+        yield chosen
+    finally:
+        del store
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process when process ``parent`` ends, even by SIGKILL: the kernel's
+    parent-death signal on Linux, a watchdog thread elsewhere."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # it ended before the signal was armed
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def _worker(rank: int, parent: int, model, dataset, config_file_list, config_dict, queue) -> None:
+    die_with_parent(parent)
     from recbole_kgin.quick_start import run_recbole_kgin
 
     result = run_recbole_kgin(model, dataset, config_file_list, {**config_dict, "local_rank": rank})
@@ -140,13 +259,15 @@ def run_distributed(
     nproc: int = 2,
     world_size: int = -1,
     ip: str = "localhost",
-    port: int = 5678,
+    port: Optional[int] = None,
     group_offset: int = 0,
 ) -> Optional[Dict[str, Any]]:
     """Train ``model`` with ``nproc`` workers here (``world_size`` in all, this machine's
-    first rank ``group_offset``); returns rank 0's result (None on other machines)."""
+    first rank ``group_offset``); returns rank 0's result (None on other machines).
+    ``port``: where rank 0's machine listens (None: a free port, on one machine only)."""
     import torch.multiprocessing as mp
 
+    from recbole_kgin.config import Config
     from recbole_kgin.threads import usable_cpus
 
     world_size = nproc if world_size == -1 else world_size
@@ -155,13 +276,18 @@ def run_distributed(
             f"--nproc {nproc}, --world_size {world_size}, --group_offset {group_offset}: need nproc >= 1 and "
             f"group_offset + nproc <= world_size"
         )
+    if port is None and world_size > nproc:
+        raise UserInputError(f"--world_size {world_size} spans machines: give every machine the same --port")
     settings = dict(config_dict or {})
-    settings.update(world_size=world_size, ip=ip, port=port, nproc=nproc, offset=group_offset)
     settings.setdefault("cpu_threads", max(1, usable_cpus() // nproc))  # workers share the CPUs
+    # the workers' Config, built once here first: a bad value ends the run before any worker starts
+    timeout = Config(model, dataset, config_file_list, settings)["distributed_timeout"]
     queue = mp.get_context("spawn").SimpleQueue()
-    try:
-        mp.spawn(_worker, args=(model, dataset, config_file_list, settings, queue), nprocs=nproc, join=True)
-    except mp.ProcessException as error:  # raised in a worker, or a worker died
-        lines = [line for line in str(error).strip().splitlines() if line.strip()]
-        raise UserInputError(f"a training worker failed: {lines[-1] if lines else error}") from None
+    with rendezvous(ip, port, world_size, timeout) if group_offset == 0 else nullcontext(port) as chosen:
+        settings.update(world_size=world_size, ip=ip, port=chosen, nproc=nproc, offset=group_offset)
+        try:
+            mp.spawn(_worker, args=(os.getpid(), model, dataset, config_file_list, settings, queue), nprocs=nproc)
+        except mp.ProcessException as error:  # raised in a worker, or a worker died
+            lines = [line for line in str(error).strip().splitlines() if line.strip()]
+            raise UserInputError(f"a training worker failed: {lines[-1] if lines else error}") from None
     return None if queue.empty() else queue.get()

@@ -89,11 +89,13 @@ class Explanation:
     figures: Dict[str, str] = field(default_factory=dict)
 
 
-def load_checkpoint(model_file: str) -> Tuple[Any, KGIN, Any]:
-    """(config, model in eval mode, training dataset) from a KGIN checkpoint."""
-    from recbole_kgin.quick_start import read_checkpoint, restore
+def load_checkpoint(model_file: str, trusted: bool = False) -> Tuple[Any, KGIN, Any]:
+    """(config, model in eval mode, training dataset) from a KGIN checkpoint, read by
+    :func:`recbole_kgin.checkpoints.load_checkpoint` (``trusted`` as there)."""
+    from recbole_kgin import checkpoints
+    from recbole_kgin.quick_start import restore
 
-    checkpoint = read_checkpoint(model_file)
+    checkpoint = checkpoints.load_checkpoint(model_file, trusted)
     if checkpoint["config"]["model"] != "KGIN":
         raise UserInputError(
             f"'{model_file}' holds a {checkpoint['config']['model']} model: --explain needs a KGIN checkpoint"
@@ -404,10 +406,12 @@ def run_explain(
     n_intents: int = 2,
     output: Optional[str] = None,
     as_json: bool = False,
+    trusted: bool = False,
 ) -> str:
-    """Explain ``user`` (and ``item``) from a checkpoint; writes figures and the text
+    """Explain ``user`` (and ``item``) from a checkpoint (``trusted``: see
+    :func:`recbole_kgin.checkpoints.load_checkpoint`); writes figures and the text
     (or JSON) next to them in ``output`` and returns what is printed."""
-    config, model, dataset = load_checkpoint(model_file)
+    config, model, dataset = load_checkpoint(model_file, trusted)
     names = read_item_names(
         config["data_path"], config["dataset"], dataset.iid_field, config["field_separator"], config["encoding"] or "utf-8"
     )

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from recbole_kgin.checkpoint import Trained, load_trained
+from recbole_kgin.trained import Trained, load_trained
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.model import KGIN
 from recbole_kgin.outputs import refuse_to_overwrite, written_whole
@@ -162,12 +162,14 @@ def write_vectors(vectors: Vectors, trained: Trained, output: Path, force: bool 
         (folder / "README.md").write_text(readme(vectors, trained), encoding="utf-8")
 
 
-def export_to_folder(model_file: str, output: str, force: bool = False, dataset: Optional[str] = None) -> str:
+def export_to_folder(
+    model_file: str, output: str, force: bool = False, dataset: Optional[str] = None, trusted: bool = False
+) -> str:
     """``--export``: load ``model_file`` and write its vectors into ``output``; returns
-    the line the command prints."""
+    the line the command prints (``trusted``: see :func:`recbole_kgin.trained.load_trained`)."""
     path = Path(output)
     refuse_to_overwrite(path, force, folder=True)
-    trained = load_trained(model_file, dataset)
+    trained = load_trained(model_file, dataset, trusted)
     vectors = kgin_vectors(trained)
     write_vectors(vectors, trained, path, force)
     return (

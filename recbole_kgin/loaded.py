@@ -7,7 +7,7 @@
     trained.vectors().users                  # (U, d) final user vectors (KGIN)
     trained.explain("196")                   # intents, relations and paths behind the top item (KGIN)
 
-The checkpoint is read and its dataset rebuilt once (:func:`recbole_kgin.checkpoint.load_trained`,
+The checkpoint is read and its dataset rebuilt once (:func:`recbole_kgin.trained.load_trained`,
 with its checks); every call reuses them. Recommendations are those of ``--recommend``
 (:mod:`recbole_kgin.recommend`: training and validation items left out by default),
 vectors those of ``--export`` (:mod:`recbole_kgin.export`), explanations those of
@@ -21,7 +21,7 @@ from typing import Iterable, Optional, Union
 
 import pandas as pd
 
-from recbole_kgin.checkpoint import Trained, load_trained
+from recbole_kgin.trained import Trained, load_trained
 from recbole_kgin.data.item_names import read_item_names
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.explain import Explainer, Explanation
@@ -96,6 +96,8 @@ class LoadedModel:
         return self._explainer.explain(str(user), item, top, intents)
 
 
-def load(model_file: str) -> LoadedModel:
-    """Load a checkpoint (``saved/<Model>-....pth``) once; see :class:`LoadedModel`."""
-    return LoadedModel(load_trained(model_file))
+def load(model_file: str, trusted: bool = False) -> LoadedModel:
+    """Load a checkpoint (``saved/<Model>-....pth``) once; see :class:`LoadedModel`.
+    ``trusted``: read a checkpoint that needs full unpickling too (only one you trust:
+    :func:`recbole_kgin.checkpoints.load_checkpoint`)."""
+    return LoadedModel(load_trained(model_file, trusted=trusted))

@@ -11,6 +11,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.data.dataset import KnowledgeBasedDataset
 from recbole.utils import ModelType, get_environment, init_logger, init_seed, set_color
 
+from recbole_kgin.checkpoints import RESUME_KEYS, check_keys, load_checkpoint
 from recbole_kgin.config import Config
 from recbole_kgin.cpu_memory import keep_freed_memory_for_reuse
 from recbole_kgin.distributed import is_distributed, whole_loader
@@ -128,35 +129,25 @@ def _fit_and_test(config: Config, trainer, loaders, saved: bool) -> Dict[str, An
     }
 
 
-def resume_recbole_kgin(checkpoint_file: str) -> Dict[str, Any]:
+def resume_recbole_kgin(checkpoint_file: str, trusted: bool = False) -> Dict[str, Any]:
     """Continue a run from its ``.last`` checkpoint (or, less exactly, its best one)
-    with the checkpoint's own config; returns what :func:`run_recbole_kgin` returns."""
-    checkpoint = read_checkpoint(checkpoint_file)
+    with the checkpoint's own config; returns what :func:`run_recbole_kgin` returns.
+    ``trusted``: read a file that needs full unpickling too (see
+    :func:`recbole_kgin.checkpoints.load_checkpoint`)."""
+    checkpoint = load_checkpoint(checkpoint_file, trusted)
+    check_keys(checkpoint, checkpoint_file, RESUME_KEYS)
     config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     _, loaders, _, trainer = build(config, saved=False)
-    trainer.resume_checkpoint(checkpoint_file, train_data=loaders[0])
+    trainer.resume_checkpoint(checkpoint_file, train_data=loaders[0], checkpoint=checkpoint, trusted=trusted)
     return _fit_and_test(config, trainer, loaders, saved=True)
 
 
-def read_checkpoint(model_file: str) -> Dict[str, Any]:
-    if not os.path.isfile(model_file):
-        raise UserInputError(f"checkpoint '{model_file}' not found: pass a saved/*.pth file")
-    try:
-        checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise UserInputError(
-            f"'{model_file}' is not a readable RecBole/recbole-kgin checkpoint ({type(error).__name__})"
-        ) from None
-    if not isinstance(checkpoint, dict) or "config" not in checkpoint or "state_dict" not in checkpoint:
-        raise UserInputError(f"'{model_file}' is not a RecBole/recbole-kgin checkpoint (no config/state_dict)")
-    return checkpoint
-
-
 def restore(checkpoint: Dict[str, Any], device: Optional[str] = None) -> Tuple[Any, ...]:
-    """``(config, model, dataset, train, valid, test)`` from a read checkpoint; the
-    model on ``device`` (default: the checkpoint's) with its trained weights."""
+    """``(config, model, dataset, train, valid, test)`` from a read checkpoint
+    (:func:`recbole_kgin.checkpoints.load_checkpoint`); the model on ``device``
+    (default: the checkpoint's) with its trained weights."""
     config = checkpoint["config"]
     if device is not None:
         config["device"] = torch.device(device)
@@ -164,14 +155,21 @@ def restore(checkpoint: Dict[str, Any], device: Optional[str] = None) -> Tuple[A
     dataset, (train_data, valid_data, test_data) = prepare_data(config)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    model.load_state_dict(checkpoint["state_dict"])
-    model.load_other_parameter(checkpoint.get("other_parameter"))
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+        model.load_other_parameter(checkpoint.get("other_parameter"))
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise UserInputError(
+            f"the checkpoint's weights do not fit the {config['model']} built from its config and data "
+            f"({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+        ) from None
     return config, model, dataset, train_data, valid_data, test_data
 
 
-def load_data_and_model(model_file: str) -> Tuple[Any, ...]:
+def load_data_and_model(model_file: str, trusted: bool = False) -> Tuple[Any, ...]:
     """Rebuild ``(config, model, dataset, train, valid, test)`` from a checkpoint that
-    RecBole or recbole-kgin wrote, as ``recbole.quick_start.load_data_and_model``."""
-    checkpoint = read_checkpoint(model_file)
+    RecBole or recbole-kgin wrote, as ``recbole.quick_start.load_data_and_model``
+    (RecBole's own files need ``trusted``, see :func:`recbole_kgin.checkpoints.load_checkpoint`)."""
+    checkpoint = load_checkpoint(model_file, trusted)
     init_logger(checkpoint["config"])
     return restore(checkpoint)

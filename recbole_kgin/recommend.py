@@ -39,7 +39,7 @@ from recbole.data.interaction import Interaction
 from recbole.utils import ModelType, set_color
 from tqdm import tqdm
 
-from recbole_kgin.checkpoint import Trained, load_trained
+from recbole_kgin.trained import Trained, load_trained
 from recbole_kgin.data.item_names import read_item_names
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.outputs import refuse_to_overwrite, written_whole
@@ -285,12 +285,14 @@ def recommend_to_file(
     output: str = "recommendations.csv",
     force: bool = False,
     dataset: Optional[str] = None,
+    trusted: bool = False,
 ) -> str:
     """``--recommend``: load ``model_file``, write the top ``k`` of ``users`` (a
-    ``--users`` value) to ``output``; returns the line the command prints."""
+    ``--users`` value) to ``output``; returns the line the command prints
+    (``trusted``: see :func:`recbole_kgin.trained.load_trained`)."""
     path = check_output(output)
     refuse_to_overwrite(path, force, folder=False)
-    trained = load_trained(model_file, dataset)
+    trained = load_trained(model_file, dataset, trusted)
     ids = user_ids(*users_from_spec(users, trained.dataset.uid_field), trained.dataset)
     rows = write_recommendations(trained, ids, k, path, exclude_seen, force)
     seen = "training and validation items excluded" if exclude_seen else "seen items included"

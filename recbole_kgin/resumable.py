@@ -13,9 +13,11 @@ Every trainer that recbole-kgin hands out (its own and RecBole's, see
   ``valid_curve`` (``[epoch, validation score, seconds since training began]`` per
   validation), both carried across a resume (the seconds count the run's own
   training and validation, not the time it lay dead);
-- checkpoints are written to a temporary file and renamed, so a kill never leaves a
-  half-written file; both kinds carry ``data_checksums``, the SHA-256 of the dataset's
-  atomic files (:mod:`recbole_kgin.checkpoint` checks them before a checkpoint is used);
+- checkpoints are plain data (:mod:`recbole_kgin.checkpoints`: read back without
+  running code), written to a temporary file of their own and renamed, so a kill or a
+  second writer never leaves a half-written file; both kinds carry ``data_checksums``,
+  the SHA-256 of the dataset's atomic files (:mod:`recbole_kgin.trained` checks them
+  before a trained model is used);
 - a loss that is NaN or infinite stops training with :class:`TrainingDiverged`,
   naming the epoch and batch and the checkpoints that were kept.
 """
@@ -25,12 +27,14 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
-from recbole_kgin.checkpoint import data_checksums
+from recbole_kgin.checkpoints import RESUME_KEYS, check_keys, load_checkpoint, save_checkpoint
+from recbole_kgin.errors import UserInputError
+from recbole_kgin.trained import data_checksums
 
 
 class TrainingDiverged(Exception):
@@ -52,12 +56,6 @@ def _generators(train_data) -> List[torch.Generator]:
     return found
 
 
-def _save_atomically(state: Dict[str, Any], path: str) -> None:
-    temporary = f"{path}.tmp"
-    torch.save(state, temporary, pickle_protocol=4)
-    os.replace(temporary, path)
-
-
 class ResumableTrainer:
     """Mixin for RecBole trainers (put before the trainer class in the bases)."""
 
@@ -69,6 +67,7 @@ class ResumableTrainer:
         self.epoch_seconds, self.valid_curve = [], []
         self._seconds_before = 0.0  # training seconds of the run before it was resumed
         self._data_checksums = None  # hashed at the first save
+        self._trusted = False  # whether the checkpoints it resumed from were vouched for
 
     def data_checksums(self):
         """SHA-256 of the dataset's atomic files, hashed once per trainer."""
@@ -100,6 +99,19 @@ class ResumableTrainer:
         self.epoch_seconds.append(time.perf_counter() - started)
         return losses
 
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """RecBole's evaluation; the best checkpoint is read as plain data (RecBole's
+        trainer module reads it, :mod:`recbole_kgin.compat` fix 1) unless the run
+        resumed from a trusted checkpoint."""
+        if load_best_model and self._trusted:
+            checkpoint_file = model_file or self.saved_model_file
+            checkpoint = load_checkpoint(checkpoint_file, trusted=True)
+            self.model.load_state_dict(checkpoint["state_dict"])
+            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+            load_best_model = False
+        return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+
     def _check_nan(self, loss) -> None:
         if not bool(torch.isfinite(loss).all()):
             kept = [path for path in (self.saved_model_file, last_checkpoint_path(self.saved_model_file)) if os.path.isfile(path)]
@@ -111,7 +123,7 @@ class ResumableTrainer:
         self._batch_index += 1
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        """RecBole's best checkpoint (same fields) plus ``data_checksums``, written atomically."""
+        """RecBole's best checkpoint (the same fields) plus ``data_checksums``, as plain data."""
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
         target = kwargs.pop("saved_model_file", self.saved_model_file)
@@ -125,7 +137,7 @@ class ResumableTrainer:
             "optimizer": self.optimizer.state_dict(),
             "data_checksums": self.data_checksums(),
         }
-        _save_atomically(state, target)
+        save_checkpoint(state, target)
         if verbose:
             self.logger.info(f"Saving current: {target}")
 
@@ -154,17 +166,37 @@ class ResumableTrainer:
                 "seconds": self._seconds_since_start(),
             },
         }
-        _save_atomically(state, last_checkpoint_path(self.saved_model_file))
+        save_checkpoint(state, last_checkpoint_path(self.saved_model_file))
 
-    def resume_checkpoint(self, resume_file, train_data=None) -> None:
+    def resume_checkpoint(
+        self, resume_file, train_data=None, checkpoint: Optional[Dict[str, Any]] = None, trusted: bool = False
+    ) -> None:
         """Restore a ``.last`` checkpoint (everything) or a best checkpoint (RecBole's
-        fields only: the run continues, but not bit for bit)."""
-        checkpoint = torch.load(str(resume_file), map_location=self.device, weights_only=False)
+        fields only: the run continues, but not bit for bit). ``checkpoint``: the file
+        already read (:func:`recbole_kgin.checkpoints.load_checkpoint`); read here
+        otherwise. ``trusted``: the caller vouches for the file, and so for the best
+        checkpoint it names, which the final evaluation reads (both may then need full
+        unpickling). A checkpoint whose content does not fit the model and optimizer
+        built from its config raises :class:`UserInputError`."""
+        if checkpoint is None:
+            checkpoint = load_checkpoint(resume_file, trusted)
+        self._trusted = trusted
+        check_keys(checkpoint, resume_file, RESUME_KEYS)
+        try:
+            self._restore(checkpoint, str(resume_file), train_data)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+            raise UserInputError(
+                f"checkpoint '{resume_file}' does not fit the model and optimizer built from its own config "
+                f"({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+            ) from None
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def _restore(self, checkpoint: Dict[str, Any], resume_file: str, train_data) -> None:
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
         self.best_valid_result = checkpoint.get("best_valid_result")
-        self.saved_model_file = checkpoint.get("best_checkpoint", str(resume_file))
+        self.saved_model_file = checkpoint.get("best_checkpoint", resume_file)
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -182,7 +214,6 @@ class ResumableTrainer:
             if train_data is not None:
                 for generator, state in zip(_generators(train_data), rng["loaders"]):
                     generator.set_state(state)
-        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
 
 def resumable(trainer_class: type) -> type:

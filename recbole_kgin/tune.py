@@ -50,8 +50,8 @@ import yaml
 from recbole_kgin.config import Config
 from recbole_kgin.data.on_nodes import MODES, SHARED, SHIP, DatasetFiles, describe, prepare_every_node, prepare_here, read_payload
 from recbole_kgin.errors import UserInputError
+from recbole_kgin.atomic import write_text_atomically
 from recbole_kgin.search_space import has_grid, load_space, plan_trials, to_ray
-from recbole_kgin.utils import write_text_atomically
 
 SEARCHERS = ("random", "optuna", "hyperopt")
 PLANNED = "planned"  # the one Ray parameter of a planned search: the trial's configuration

@@ -59,13 +59,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 from recbole.utils import init_logger
 
-from recbole_kgin.claims import claim
+from recbole_kgin.atomic import write_text_atomically
+from recbole_kgin.claims import CLAIM_TIMEOUT, claim
 from recbole_kgin.compare import ModelConfig, RunResult, configs_for, output_folder, run_one
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.search_space import resolve_space
 from recbole_kgin.significance import compare_runs, holm
 from recbole_kgin.tuned_report import write_outputs
-from recbole_kgin.utils import write_text_atomically
 
 # Settings every model of a comparison trains with, unless the user sets them for all.
 PROTOCOL = {"train_batch_size": 2048, "embedding_size": 64}
@@ -321,6 +321,7 @@ class _Protocol:
     command: str
     ks: Sequence[int]
     metrics: Sequence[str]
+    claim_timeout: float = CLAIM_TIMEOUT  # seconds to wait for a unit another process holds
 
 
 def run_tuned_comparison(
@@ -332,8 +333,10 @@ def run_tuned_comparison(
     output_dir: Optional[str] = None,
     force: bool = False,
     command: str = "",
+    claim_timeout: float = CLAIM_TIMEOUT,
 ) -> Dict[str, Any]:
-    """Search, run over seeds and splits, test and tabulate every model (see the module note)."""
+    """Search, run over seeds and splits, test and tabulate every model (see the module note);
+    ``claim_timeout``: seconds to wait for a unit another process holds."""
     budget.check()
     user_settings = dict(config_dict or {})
     if {"seed", "epochs", "split_seed"} & set(user_settings):
@@ -351,7 +354,7 @@ def run_tuned_comparison(
     output = output_folder(dataset, output_dir)
     for sub in ("runs", "configs", "search", "tuned"):
         (output / sub).mkdir(parents=True, exist_ok=True)
-    protocol = _Protocol(dataset, config_file_list, settings, budget, output, force, command, ks, metrics)
+    protocol = _Protocol(dataset, config_file_list, settings, budget, output, force, command, ks, metrics, claim_timeout)
     searches: Dict[str, Dict[str, Any]] = {}
     runs: Dict[str, List[Run]] = {}
     finished: Dict[str, ModelSummary] = {}
@@ -397,7 +400,7 @@ def _search_and_run(
     if entry.error:
         return ModelSummary(model, {}, None, 0, {}, {}, 0, 0, 0, 0, error=entry.error)
     p = protocol
-    with claim(p.output / "claims", f"{model}-search", wait) as held:
+    with claim(p.output / "claims", f"{model}-search", wait, p.claim_timeout) as held:
         if not held:
             return None
         try:
@@ -442,7 +445,7 @@ def _runs(
     model_runs, skipped = [], False
     for seed in range(1, p.budget.seeds + 1):
         unit = f"{model}-seed{seed}" if main_split else f"{model}-split{split_seed}-seed{seed}"
-        with claim(p.output / "claims", unit, wait) as held:
+        with claim(p.output / "claims", unit, wait, p.claim_timeout) as held:
             if not held:
                 skipped = True
                 continue

@@ -15,8 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
+from recbole_kgin.atomic import replacing, write_text_atomically
 from recbole_kgin.compare import RunResult, plot_comparison
-from recbole_kgin.utils import write_text_atomically
 
 if TYPE_CHECKING:
     from recbole_kgin.tuned_compare import Budget, ModelSummary, Run
@@ -264,7 +264,6 @@ def plot_curves(runs: Dict[str, List[RunResult]], metric: str, path: Path) -> No
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
     figure.tight_layout()
-    temporary = path.with_name(path.stem + ".tmp.png")
-    figure.savefig(temporary, dpi=120)
+    with replacing(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
     plt.close(figure)
-    temporary.replace(path)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
-from pathlib import Path
 
 from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import ModelType
@@ -93,10 +91,3 @@ def get_trainer(model_type: ModelType, model_name: str) -> type:
         trainer = recbole_get_trainer(model_type, model_name)
     return thread_governed(distributed(resumable(trainer)))
 
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so a reader
-    (or a kill) never sees a half-written file."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)

@@ -145,14 +145,15 @@ def assert_typed(values, searched=False):
 def test_every_action_takes_typed_overrides(toy_root, tmp_path, capsys):
     import glob
 
-    import torch
     import yaml
+
+    from recbole_kgin.checkpoints import load_checkpoint
 
     data = [f"--data_path={toy_root}", "--dataset", "toy"]
     assert main(data + TYPED) == 0  # a plain run
     checkpoint = glob.glob("saved/KGIN-*.pth")
     checkpoint = [path for path in checkpoint if not path.endswith(".last.pth")]
-    assert_typed(torch.load(checkpoint[0], weights_only=False)["config"].final_config_dict)
+    assert_typed(load_checkpoint(checkpoint[0])["config"].final_config_dict)
 
     assert main(data + TYPED + ["--compare", "KGIN,BPR", "--output", str(tmp_path / "cmp")]) == 0
     for config_file in (tmp_path / "cmp" / "configs").iterdir():

@@ -24,12 +24,12 @@ def toy_settings(toy_root, **extra):
     return {**TOY, "data_path": str(toy_root), **extra}
 
 
-def test_recbole_reads_its_own_checkpoints_on_torch_2_6_and_later(toy_root, monkeypatch):
+def test_recbole_reads_plain_checkpoints_on_torch_2_6_and_later(toy_root, monkeypatch):
     config = Config("BPR", "toy", config_dict=toy_settings(toy_root))
     _, (train_data, valid_data, test_data), _, trainer = build(config)
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
 
-    # torch's default (weights_only=True) rejects RecBole's checkpoint ...
+    # torch's default (weights_only=True) rejects the enums in the checkpoint's config ...
     with pytest.raises(pickle.UnpicklingError):
         torch.load(trainer.saved_model_file)
     # ... so RecBole's trainer fails without the fix ...

@@ -146,3 +146,40 @@ def test_config_file_errors_name_the_file(tmp_path):
     listing.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(UserInputError, match="expected 'key: value' lines"):
         Config("KGIN", "ml-100k", [str(listing)], FAST)
+
+
+def _attack(marker) -> str:
+    """A config string that, run as Python, creates ``marker``."""
+    return f"__import__('os').system('touch {marker}')"
+
+
+def test_a_search_space_string_is_never_run(toy_root, tmp_path):
+    from recbole_kgin.search_space import load_space
+
+    marker = tmp_path / "PWNED"
+    space = tmp_path / "space.yaml"
+    space.write_text(f'learning_rate: {{choice: [0.01]}}\nnote: "{_attack(marker)}"\n')
+    fixed = {key: value for key, value in load_space(str(space)).items() if not isinstance(value, dict)}
+    config = Config("BPR", "toy", config_dict={**FAST, "data_path": str(toy_root), **fixed})  # as a trial does
+    assert config["note"] == _attack(marker) and not marker.exists()
+
+
+def test_command_line_values_are_literals_or_text_never_code(toy_root, tmp_path, capsys):
+    from recbole_kgin.cli import main
+
+    marker = tmp_path / "PWNED"
+    data = ["--dataset", "toy", f"--data_path={toy_root}"]
+    assert main(["--check", *data, f"--foo={_attack(marker)}"]) == 0
+    assert not marker.exists()
+    config = Config("BPR", "toy", config_dict={**FAST, "data_path": str(toy_root), "tag": "2024-1", "lr": "1e-3"})
+    assert config["tag"] == "2024-1" and config["lr"] == 0.001  # text stays text; literals are typed
+    assert main(["--check", *data, "--epochs=1/0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bad config value epochs='1/0'") and err.count("\n") == 1
+
+
+def test_a_config_file_cannot_name_python_objects(tmp_path):
+    hostile = tmp_path / "hostile.yaml"
+    hostile.write_text("epochs: 1\nnote: !!python/name:os.system\n")
+    with pytest.raises(UserInputError, match=r"hostile.yaml'.*not valid YAML"):
+        Config("KGIN", "ml-100k", [str(hostile)], FAST)

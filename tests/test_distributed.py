@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 import torch
 
-from conftest import TOY
+from conftest import REPO_ROOT, TOY
 from recbole_kgin.cli import main
-from recbole_kgin.distributed import free_port, run_distributed
+from recbole_kgin.distributed import rendezvous, run_distributed
 from recbole_kgin.errors import UserInputError
 
 SETTINGS = {**TOY, "epochs": 4, "learning_rate": 0.01, "train_batch_size": 64}
@@ -34,13 +40,62 @@ def _workers() -> list:
     return found
 
 
+def _listening_addresses(pids) -> set:
+    """The local addresses of the TCP sockets that processes ``pids`` listen on (from /proc)."""
+    listening = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as handle:
+            for line in handle.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":  # LISTEN
+                    address, port = fields[1].split(":")
+                    packed = bytes.fromhex(address)
+                    if len(packed) == 4:  # /proc writes each 32-bit word in host order
+                        host = socket.inet_ntop(socket.AF_INET, packed[::-1])
+                    else:
+                        host = socket.inet_ntop(socket.AF_INET6, b"".join(packed[i:i + 4][::-1] for i in range(0, 16, 4)))
+                    listening[fields[9]] = f"{host}:{int(port, 16)}"
+    found = set()
+    for pid in pids:
+        try:
+            descriptors = os.listdir(f"/proc/{pid}/fd")
+        except OSError:  # the process ended
+            continue
+        for descriptor in descriptors:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{descriptor}")
+            except OSError:  # closed meanwhile
+                continue
+            if link.startswith("socket:[") and link[8:-1] in listening:
+                found.add(listening[link[8:-1]])
+    return found
+
+
 @pytest.mark.slow
 def test_two_gloo_workers_train_and_return_the_result(toy_root, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     before = set(_workers())
-    argv = ["--dataset", "toy", "--nproc", "2", "--port", str(free_port()), f"--data_path={toy_root}"]
+    busy = socket.socket()  # the port a fixed default would take is taken: a free one is chosen
+    busy.bind(("127.0.0.1", 5678))
+    busy.listen(1)
+    seen, running = set(), threading.Event()
+
+    def watch() -> None:  # every listening socket of this process and its workers, while they run
+        while not running.wait(0.2):
+            seen.update(_listening_addresses([os.getpid(), *_workers()]))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    argv = ["--dataset", "toy", "--nproc", "2", "--ip", "127.0.0.1", f"--data_path={toy_root}"]
     argv += [f"--{key}={value}" for key, value in SETTINGS.items()]
-    assert main(argv) == 0
+    try:
+        assert main(argv) == 0
+    finally:
+        running.set()
+        watcher.join()
+        busy.close()
+    seen.discard("127.0.0.1:5678")
+    assert seen and all(address.startswith("127.0.0.1:") for address in seen), seen  # no other interface
     printed = capsys.readouterr().out
     assert printed.startswith("KGIN on toy") and "test:       recall@5=" in printed
     assert set(_workers()) <= before  # no worker left behind
@@ -51,17 +106,22 @@ def test_two_gloo_workers_train_and_return_the_result(toy_root, tmp_path, capsys
 @pytest.mark.slow
 def test_the_loss_decreases_and_the_result_is_a_single_runs(toy_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = run_distributed("KGIN", "toy", None, {**SETTINGS, "data_path": str(toy_root)}, nproc=2, port=free_port())
+    result = run_distributed("KGIN", "toy", None, {**SETTINGS, "data_path": str(toy_root)}, nproc=2)
     assert set(result) == {"best_valid_score", "valid_score_bigger", "best_valid_result", "test_result", "train_loss"}
     losses = result["train_loss"]
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert 0 <= result["test_result"]["recall@5"] <= 1
 
 
+def _pickles_refused(*args, **kwargs):
+    raise AssertionError("results travel as pickles (broadcast_object_list)")
+
+
 def _train_and_gather(rank, settings, port, queue):
     from recbole_kgin.config import Config
     from recbole_kgin.quick_start import build
 
+    torch.distributed.broadcast_object_list = _pickles_refused  # what arrives would be unpickled
     spread = {"local_rank": rank, "world_size": 2, "nproc": 2, "ip": "localhost", "port": port, "offset": 0}
     config = Config("KGIN", "toy", None, {**settings, **spread})
     _, (train, valid, test), model, trainer = build(config, saved=False)
@@ -81,7 +141,8 @@ def test_workers_keep_one_model_and_rank_0_evaluates_every_user(toy_root, tmp_pa
     monkeypatch.chdir(tmp_path)
     settings = {**SETTINGS, "data_path": str(toy_root), "epochs": 2}
     queue = multiprocessing.get_context("spawn").SimpleQueue()
-    torch.multiprocessing.spawn(_train_and_gather, args=(settings, free_port(), queue), nprocs=2, join=True)
+    with rendezvous("localhost", None, 2, 600) as port:
+        torch.multiprocessing.spawn(_train_and_gather, args=(settings, port, queue), nprocs=2, join=True)
     same, unchanged, valid_users, test_users, batches = queue.get()
     assert same and not unchanged  # trained, and the two copies stayed one model
 
@@ -96,6 +157,71 @@ def test_workers_keep_one_model_and_rank_0_evaluates_every_user(toy_root, tmp_pa
 def test_bad_process_counts_are_one_line_errors(toy_root):
     with pytest.raises(UserInputError, match="group_offset \\+ nproc <= world_size"):
         run_distributed("KGIN", "toy", None, {"data_path": str(toy_root)}, nproc=2, world_size=1)
+    with pytest.raises(UserInputError, match="spans machines: give every machine the same --port"):
+        run_distributed("KGIN", "toy", None, {"data_path": str(toy_root)}, nproc=2, world_size=4)
+    with pytest.raises(UserInputError, match="bad config value distributed_timeout=0"):
+        run_distributed("KGIN", "toy", None, {"data_path": str(toy_root), "distributed_timeout": 0}, nproc=2)
+
+
+def test_the_meeting_point_listens_on_the_given_address_only():
+    with rendezvous("127.0.0.1", None, 2, 5) as port:
+        assert _listening_addresses([os.getpid()]) == {f"127.0.0.1:{port}"}
+        with pytest.raises(UserInputError, match=f"cannot listen on 127.0.0.1:{port} .*Address already in use"):
+            with rendezvous("127.0.0.1", port, 2, 5):
+                pass
+    assert _listening_addresses([os.getpid()]) == set()
+
+
+@pytest.mark.slow
+def test_workers_end_when_their_parent_is_killed(toy_root, tmp_path):
+    argv = [sys.executable, str(REPO_ROOT / "run_recbole_kgin.py"), "--dataset", "toy", "--nproc", "2",
+            f"--data_path={toy_root}", *[f"--{key}={value}" for key, value in {**SETTINGS, "epochs": 100_000, "stopping_step": 100_000}.items()]]
+    # started as a shell starts a background job: SIGINT ignored (torch's spawn asks the
+    # kernel for a SIGINT to the workers when their parent dies; they would ignore it)
+    parent = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
+    workers = []
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (tmp_path / "saved").is_dir():  # training has begun
+            assert parent.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.5)
+        workers = _children(parent.pid)
+        assert len(workers) == 2
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 30
+        while time.time() < deadline and any(_alive(pid) for pid in workers):
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in workers)
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _children(parent: int) -> list:
+    """Worker processes of ``parent`` (not multiprocessing's resource tracker)."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                command = handle.read()
+        except OSError:
+            continue
+        if fields[1] == str(parent) and b"resource_tracker" not in command:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_a_knowledge_aware_loader_is_reshuffled_every_epoch_across_workers():

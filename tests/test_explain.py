@@ -115,7 +115,7 @@ def test_missing_or_foreign_checkpoints_are_refused(tmp_path, toy_root):
     with pytest.raises(UserInputError, match="not found"):
         run_explain(str(tmp_path / "none.pth"), "u1")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(UserInputError, match="is not a readable RecBole"):
+    with pytest.raises(UserInputError, match="is not a readable checkpoint"):
         run_explain(str(tmp_path / "junk.pth"), "u1")
     run_recbole_kgin("BPR", "toy", config_dict={**TOY, "data_path": str(toy_root)})
     (bpr,) = glob.glob("saved/BPR-*[0-9].pth")

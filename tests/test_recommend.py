@@ -18,7 +18,7 @@ from recbole.utils.case_study import full_sort_topk
 import recbole_kgin
 import recbole_kgin.recommend as recommend
 from conftest import FAST, REPO_ROOT
-from recbole_kgin.checkpoint import data_checksums, load_trained
+from recbole_kgin.trained import data_checksums, load_trained
 from recbole_kgin.cli import main
 from recbole_kgin.data.location import EMBEDDED_PATH
 from recbole_kgin.errors import UserInputError

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import FAST, REPO_ROOT, TOY, die_after_validation
+from recbole_kgin.checkpoints import load_checkpoint
 from recbole_kgin.cli import main
 from recbole_kgin.model import KGIN
 from recbole_kgin.quick_start import resume_recbole_kgin, run_recbole_kgin
@@ -54,14 +55,14 @@ def test_resume_after_sigkill_ends_like_the_uninterrupted_run(tmp_path):
     deadline, last = time.time() + 300, None
     while time.time() < deadline and process.poll() is None:
         found = glob.glob(str(tmp_path / "b" / "*.last.pth"))
-        if found and torch.load(found[0], weights_only=False)["epoch"] >= 1:
+        if found and load_checkpoint(found[0])["epoch"] >= 1:
             last = found[0]
             break
         time.sleep(0.2)
     assert last is not None and process.poll() is None, "the run ended before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert not glob.glob(str(tmp_path / "b" / "*.tmp"))  # no half-written checkpoint
+    assert not glob.glob(str(tmp_path / "b" / ".*.tmp"))  # no half-written checkpoint
     resumed = subprocess.run(
         [sys.executable, str(REPO_ROOT / "run_recbole_kgin.py"), "--resume", last],
         capture_output=True, text=True, timeout=600,
@@ -92,7 +93,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_checkpoints(toy_root, tmp
     (best,) = glob.glob(str(tmp_path / "s" / "KGIN-*[0-9].pth"))
     (last,) = glob.glob(str(tmp_path / "s" / "*.last.pth"))
     assert best in message and last in message
-    assert torch.load(last, weights_only=False)["epoch"] == 0
+    assert load_checkpoint(last)["epoch"] == 0
 
 
 def test_infinite_loss_is_caught_and_the_cli_says_so_in_one_line(toy_root, monkeypatch, capsys):

@@ -125,6 +125,8 @@ def test_cli_reaches_the_tuned_comparison_and_reports_bad_budgets_in_one_line(sp
     assert capsys.readouterr().err.strip() == (
         "error: --tune_trials, --seeds, --tune_epochs and --max_epochs must be >= 1"
     )
+    assert main(argv[:5] + ["1", "--claim_timeout", "0", *argv[6:]]) == 2
+    assert capsys.readouterr().err == "error: --claim_timeout 0: give seconds > 0\n"
 
 
 def test_split_seed_fixes_the_split_while_seed_varies_the_rest(toy_root):
@@ -157,8 +159,8 @@ def test_cli_prints_the_table_and_the_outputs_of_a_finished_comparison(toy_root,
     )  # fmt: skip
     seen = {}
 
-    def finished(models, dataset, budget, *args):
-        seen.update(models=models, budget=budget, command=args[-1])
+    def finished(models, dataset, budget, *args, claim_timeout):
+        seen.update(models=models, budget=budget, command=args[-1], claim_timeout=claim_timeout)
         return {"summaries": [row], "significance": None, "output": str(tmp_path), "metrics": ["recall@5", "ndcg@5"],
                 "settings": {"train_batch_size": 2048, "embedding_size": 64}}  # fmt: skip
 
@@ -171,7 +173,7 @@ def test_cli_prints_the_table_and_the_outputs_of_a_finished_comparison(toy_root,
     assert f"outputs: {tmp_path}" in out
     assert seen["models"] == ["KGIN"] and (seen["budget"].trials, seen["budget"].seeds, seen["budget"].tune_epochs) == (2, 2, 3)
     assert (seen["budget"].scheduler, seen["budget"].split_seeds, seen["budget"].max_epochs) == ("fifo", 2, 500)
-    assert "--compare KGIN --tune_trials 2" in seen["command"]
+    assert "--compare KGIN --tune_trials 2" in seen["command"] and seen["claim_timeout"] == 24 * 3600
 
 
 def test_a_killed_comparison_leaves_the_table_of_the_models_finished_so_far(toy_root, tmp_path, monkeypatch):

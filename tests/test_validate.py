@@ -138,3 +138,54 @@ def test_the_shared_ml_1m_and_lastfm_pass(tmp_path):
 
         report = validate_config(config)
         assert report.ok, report.errors
+
+
+def _loads_or_one_line(toy) -> str:
+    """RecBole's reading of the toy files through recbole-kgin: the one-line error, or ''."""
+    from recbole.data import create_dataset
+
+    from recbole_kgin.data.validate import require_valid
+
+    config = Config("KGIN", "toy", config_dict={**TOY, "data_path": str(toy.parent)})
+    try:
+        require_valid(config)
+        create_dataset(config)
+    except UserInputError as error:
+        return str(error)
+    return ""
+
+
+@pytest.mark.parametrize(
+    "file, line, text, fragment",
+    [
+        ("toy.inter", 1, "user_id:token\titem_id:token\titem_id:float",
+         "toy.inter:1: header column 3 'item_id:float' names field 'item_id' again (column 2); keep one column"),
+        ("toy.inter", 1, "user_id:token\titem_id:token\trating:float\titem_id:token",
+         "toy.inter:1: header column 4 'item_id:token' names field 'item_id' again (column 2)"),
+        ("toy.inter", 7, "nan\ti3\t4.0", "toy.inter:7: id 'nan' in column 'user_id' is read as a missing value"),
+        ("toy.inter", 7, "u1\tNaN\t4.0", "toy.inter:7: id 'NaN' in column 'item_id' is read as a missing value"),
+        ("toy.kg", 3, "NaN\tfilm.genre\tgenre0", "toy.kg:3: id 'NaN' in column 'head_id' is read as a missing value"),
+        ("toy.inter", 2, "u0\ti1\t2.0\t7", "toy.inter:2: the first row has 4 columns where the header has 3"),
+        ("toy.link", 2, "i0\te_i5", "toy.link:7: entity 'e_i5' is linked to item 'i5' here and to item 'i0' on line 2"),
+        ("toy.kg", 4, 'e_i1\tfilm.genre\t"genre1', "toy.kg:4: a double quote"),
+    ],
+)  # fmt: skip
+def test_files_that_recbole_cannot_read_fail_the_check_in_one_line(toy, file, line, text, fragment):
+    lines = (toy / file).read_text().split("\n")
+    if line == 1 and text.count("\t") > lines[0].count("\t"):  # a new column: every row gets a value
+        lines = [lines[0]] + [row + "\t" + row.split("\t")[1] if row else row for row in lines[1:]]
+        (toy / file).write_text("\n".join(lines))
+    replace_line(toy / file, line, text)
+    report = check(toy)
+    assert not report.ok and fragment in report.errors[0], report.errors
+    assert _loads_or_one_line(toy) == report.errors[0]  # no traceback from RecBole's reader
+
+
+def test_a_byte_order_mark_is_named_not_taken_for_a_missing_field(toy):
+    (toy / "toy.inter").write_bytes(b"\xef\xbb\xbf" + (toy / "toy.inter").read_bytes())
+    report = check(toy)
+    assert report.errors == [
+        "toy.inter:1: starts with a byte-order mark, which RecBole would read as part of the first field's name; "
+        "re-save the file without it, or set encoding: utf-8-sig in the config"
+    ]
+    assert validate_dataset(str(toy), "toy", True, FIELDS, encoding="utf-8-sig").ok  # the fix it names

@@ -6,8 +6,9 @@ data to them, both checked on every alive node before the search starts:
 
 - ``ship`` (default on a cluster): the driver reads the dataset's atomic files
   (``<dataset>.*`` in its folder) into Ray's object store; each node writes them once
-  into a node-local folder keyed by their checksums
-  (``<tempdir>/recbole-kgin-datasets/<digest>/<dataset>/``) and trials read from there;
+  into a folder of the user's own, keyed by their checksums
+  (``<tempdir>/recbole-kgin-<uid>/datasets/<digest>/<dataset>/``), and trials read
+  from there;
 - ``shared``: every node must read the same files at the driver's absolute path
   (shared storage).
 
@@ -15,6 +16,20 @@ Either way each node compares every file's size and SHA-256 with the driver's; a
 where a file is missing or differs stops the search with one line naming the node, the
 path and the fix. Trials run the same check (cheap) before they train, so a node that
 joins later is covered too.
+
+The shipped copy is safe from other users of a node and from concurrent trials:
+``<tempdir>/recbole-kgin-<uid>`` is created with mode 0700, and an existing one is used
+only if it is a real folder (no symbolic link is followed), owned by the user and closed
+to others, so no other user can plant, link or edit anything in it. A copy is written
+into a fresh staging folder, synced, checked and renamed into place, under a lock
+(one writer per dataset and node); a checked copy is never removed, since trials may be
+reading it; a copy that fails the check is set aside and removed. A failed write (a
+full disk, say) removes its staging folder and becomes the node's one-line problem.
+
+Ray's own ``runtime_env`` (``working_dir``) also ships a folder to every node, but it is
+set once per Ray job (a search attached to a Ray the caller started cannot add it),
+becomes every worker's working folder, and caps the upload at Ray's gRPC message size
+(500 MiB in Ray 2.6); the object store has none of these limits.
 """
 
 from __future__ import annotations
@@ -22,17 +37,20 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
+
+from filelock import FileLock, Timeout
 
 from recbole_kgin.errors import UserInputError
 
 SHIP, SHARED = "ship", "shared"
 MODES = (SHIP, SHARED)
-LOCAL_ROOT_NAME = "recbole-kgin-datasets"
+WRITE_TIMEOUT = 600.0
+"""Seconds a trial waits for another process on its node that writes the same dataset."""
 
 
 @dataclass(frozen=True)
@@ -84,30 +102,83 @@ def read_payload(expected: DatasetFiles) -> Dict[str, bytes]:
     return {name: (Path(expected.folder) / name).read_bytes() for name, _, _ in expected.files}
 
 
+def private_folder() -> Path:
+    """This user's own folder in the temporary folder, ``recbole-kgin-<uid>``: created
+    with mode 0700, or, if it exists, checked to be a real folder (not a symbolic
+    link), owned by this user and closed to others; :class:`UserInputError` otherwise."""
+    root = Path(tempfile.gettempdir()) / f"recbole-kgin-{os.getuid()}"
+    fix = "set TMPDIR to a folder of your own, or have it removed"
+    try:
+        os.mkdir(root, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as error:
+        raise UserInputError(f"cannot create {root} ({error.strerror}); {fix}") from None
+    try:
+        descriptor = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as error:  # ELOOP: a symbolic link; ENOTDIR: a file
+        raise UserInputError(f"{root} is not a folder of yours ({error.strerror}); {fix}") from None
+    try:
+        info = os.fstat(descriptor)
+    finally:
+        os.close(descriptor)
+    if info.st_uid != os.getuid():
+        raise UserInputError(f"{root} belongs to user id {info.st_uid}, not to you ({os.getuid()}); {fix}")
+    if info.st_mode & 0o077:
+        raise UserInputError(
+            f"{root} is open to other users (mode {stat.S_IMODE(info.st_mode):o}); remove it and run again"
+        )
+    return root
+
+
 def local_root(expected: DatasetFiles) -> Path:
-    """This node's folder for a shipped dataset (its ``data_path``)."""
-    return Path(tempfile.gettempdir()) / LOCAL_ROOT_NAME / expected.digest
+    """This node's folder for a shipped dataset (its ``data_path``), in :func:`private_folder`."""
+    return private_folder() / "datasets" / expected.digest
 
 
 def write_local_copy(expected: DatasetFiles, fetch: Callable[[], Dict[str, bytes]]) -> Tuple[Optional[str], Path]:
     """Write the shipped files (``fetch()``, called only when needed) on this node unless
-    a checked copy is there; returns (problem or None, the ``data_path`` to use), each
-    file hashed once. Concurrent trials on one node write apart and rename."""
-    root = local_root(expected)
+    a checked copy is there; returns (problem or None, the ``data_path`` to use).
+    Concurrent trials on one node take turns; none removes a copy that passed the
+    check (see the module note)."""
+    try:
+        root = local_root(expected)
+    except UserInputError as error:
+        return str(error), Path(tempfile.gettempdir())
     target = root / expected.name
     if target.is_dir() and problem_with(target, expected) is None:
         return None, root
-    staging = root / f".{expected.name}.{uuid.uuid4().hex}"
-    staging.mkdir(parents=True)
-    for name, content in fetch().items():
-        (staging / name).write_bytes(content)
-    if target.is_dir():  # a stale or broken copy
-        shutil.rmtree(target, ignore_errors=True)
     try:
-        os.replace(staging, target)
-    except OSError:  # another trial renamed its copy first
-        shutil.rmtree(staging, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+        with FileLock(root / f".{expected.name}.lock", timeout=WRITE_TIMEOUT):
+            if not (target.is_dir() and problem_with(target, expected) is None):  # no other trial wrote it meanwhile
+                _write_copy(root, target, fetch())
+    except Timeout:
+        return f"another process has been writing {target} for {WRITE_TIMEOUT:g} s; end it and run again", root
+    except OSError as error:
+        return f"cannot write the shipped dataset to {root} ({error.strerror or error}); free space there or set TMPDIR", root
     return problem_with(target, expected), root
+
+
+def _write_copy(root: Path, target: Path, payload: Dict[str, bytes]) -> None:
+    """Write ``payload`` to a staging folder in ``root``, sync it and rename it to
+    ``target``; a copy already at ``target`` (it failed the check) is set aside and
+    removed first. The staging folder is removed if anything fails."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
+    try:
+        for name, content in payload.items():
+            with open(staging / name, "xb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+        if target.is_dir():
+            aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.broken.", dir=root))
+            os.replace(target, aside / target.name)
+            shutil.rmtree(aside, ignore_errors=True)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def prepare_here(

@@ -28,6 +28,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import pandas as pd
 
+from recbole_kgin.atomic import replacing
 from recbole_kgin.errors import UserInputError
 
 USER_EXPONENT = 0.8
@@ -136,9 +137,8 @@ def write_atomic_files(folder: Path, name: str, interactions: np.ndarray, triple
     }
     for suffix, table in tables.items():
         path = folder / f"{name}.{suffix}"
-        temporary = path.with_name(path.name + ".tmp")
-        table.to_csv(temporary, sep="\t", index=False)
-        os.replace(temporary, path)
+        with replacing(path) as temporary:
+            table.to_csv(temporary, sep="\t", index=False)
 
 
 def default_root() -> Path:

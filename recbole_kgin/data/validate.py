@@ -6,15 +6,19 @@ RecBole answers a malformed atomic file with a pandas traceback deep in its load
 This reads the files first and reports, one line each, ``file:line: what is wrong;
 what to do``:
 
-errors (the run stops): a missing or empty file, a header that is not
-``name:type`` with a RecBole type, a missing required field (``.inter``: user and
-item; ``.kg``: head, relation, tail; ``.link``: item, entity), a row with fewer
-columns than the header, a non-number in a float column, bytes that are not valid
-in the configured encoding;
+errors (the run stops): a missing or empty file, a double quote (pandas would
+read it as quoting), a header that is not
+``name:type`` with a RecBole type, a field named twice in the header, a missing
+required field (``.inter``: user and item; ``.kg``: head, relation, tail; ``.link``:
+item, entity), a row with fewer columns than the header, a non-number in a float
+column, an id that RecBole's reader (pandas) takes for a missing value (``nan``,
+``NaN``, ``NA``, ``null``, an empty cell, ...), bytes that are not valid in the
+configured encoding, a byte-order mark that the encoding keeps (it would become part
+of the first field's name);
 
-warnings (the run goes on): rows with more columns than the header (RecBole reads
-the first ones and drops the rest, unambiguously; RecBole's own test data has such a
-row), KG self-loops and duplicate triples, ``.link`` rows for items that never occur
+warnings (the run goes on): rows after the first with more columns than the header
+(RecBole reads the first ones and drops the rest, unambiguously; RecBole's own test
+data has such a row; a first row so would shift every column, an error), KG self-loops and duplicate triples, ``.link`` rows for items that never occur
 in the interactions, and items without a KG link, with the
 share of interactions RecBole will drop because of them (it keeps only KG-linked
 items for knowledge-aware models).
@@ -29,6 +33,12 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 from recbole_kgin.errors import UserInputError
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
+# What pandas.read_csv (RecBole's reader) takes for a missing value by default: an id
+# spelled so becomes NaN, and RecBole then drops or pads it.
+MISSING_VALUES = frozenset({
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+    "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+})  # fmt: skip
 
 
 @dataclass
@@ -50,6 +60,7 @@ class _Table:
     header: List[str]
     columns: Dict[str, List[str]]
     rows: int
+    numbers: List[int]  # the line number of each row kept in ``columns``
 
 
 def _read(
@@ -74,19 +85,38 @@ def _read(
             f"re-save the file as {encoding} or set encoding: <its encoding> in the config"
         )
         return None
+    if text.startswith("\ufeff"):
+        report.errors.append(
+            f"{name}:1: starts with a byte-order mark, which RecBole would read as part of the first field's "
+            f"name; re-save the file without it, or set encoding: utf-8-sig in the config"
+        )
+        return None
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # as Python's text mode
     if lines and lines[-1] == "":
         lines.pop()
     if not lines or not lines[0].strip():
         report.errors.append(f"{name}:1: empty file; it needs a header such as 'user_id:token\\titem_id:token' and rows")
         return None
+    quoted = next((number for number, line in enumerate(lines, start=1) if '"' in line), None)
+    if quoted is not None:
+        report.errors.append(
+            f"{name}:{quoted}: a double quote; RecBole's reader (pandas) takes it for the start or end of a quoted "
+            f"cell, which can join cells across separators and lines: remove it"
+        )
+        return None
     header = lines[0].split(separator)
     fields, types = [], []
     for column, cell in enumerate(header, start=1):
         if cell.count(":") != 1 or cell.split(":")[1] not in FIELD_TYPES:
             report.errors.append(
-                f"{name}:1: header column {column} '{cell}' is not name:type with type one of "
+                f"{name}:1: header column {column} {cell!r} is not name:type with type one of "
                 f"{', '.join(FIELD_TYPES)}; write e.g. 'item_id:token' (separator {separator!r})"
+            )
+            return None
+        if cell.split(":")[0] in fields:
+            report.errors.append(
+                f"{name}:1: header column {column} {cell!r} names field {cell.split(':')[0]!r} again "
+                f"(column {fields.index(cell.split(':')[0]) + 1}); keep one column per field"
             )
             return None
         fields.append(cell.split(":")[0])
@@ -94,7 +124,7 @@ def _read(
     missing = [f for f in required if f not in fields]
     if missing:
         report.errors.append(
-            f"{name}:1: required field(s) {', '.join(missing)} missing from the header ({', '.join(fields)}); "
+            f"{name}:1: required field(s) {', '.join(missing)} missing from the header ({', '.join(map(repr, fields))}); "
             f"rename the columns or set the *_FIELD config keys"
         )
         return None
@@ -102,13 +132,24 @@ def _read(
         report.errors.append(f"{name}:2: no rows after the header; add data or remove the file")
         return None
     keep = {fields.index(f): f for f in wanted if f in fields}
+    ids = [fields.index(f) for f in required]
     floats = [i for i, t in enumerate(types) if t == "float"]
     columns: Dict[str, List[str]] = {f: [] for f in keep.values()}
     long_rows: List[int] = []
+    numbers: List[int] = []
+    first_row = True  # pandas takes a longer first row as a sign that its first column is an index
     for number, line in enumerate(lines[1:], start=2):
         if not line:
             continue
         cells = line.split(separator)
+        if len(cells) > len(fields) and first_row:
+            report.errors.append(
+                f"{name}:{number}: the first row has {len(cells)} columns where the header has {len(fields)}: "
+                f"RecBole's reader (pandas) would take the first for an index and shift every column; "
+                f"remove the extra field(s) (separator {separator!r})"
+            )
+            return None
+        first_row = False
         if len(cells) > len(fields):
             long_rows.append(number)
             cells = cells[: len(fields)]
@@ -125,19 +166,27 @@ def _read(
                     float(value)
                 except ValueError:
                     report.errors.append(
-                        f"{name}:{number}: '{value}' in float column '{fields[index]}' is not a number; "
+                        f"{name}:{number}: {value!r} in float column '{fields[index]}' is not a number; "
                         f"fix it or declare the column :token"
                     )
                     return None
+        for index in ids:
+            if cells[index] in MISSING_VALUES:
+                report.errors.append(
+                    f"{name}:{number}: id {cells[index]!r} in column '{fields[index]}' is read as a missing value "
+                    f"by RecBole (pandas); give it another name (e.g. '{fields[index]}_{cells[index] or 'empty'}')"
+                )
+                return None
         for index, column in keep.items():
             columns[column].append(cells[index])
+        numbers.append(number)
     if long_rows:
         report.warnings.append(
             f"{name}:{long_rows[0]}: more columns than the header's {len(fields)} "
             f"({len(long_rows)} row(s)); RecBole reads the first {len(fields)} and drops the rest: "
             f"remove the extra field(s) if they belong to a column"
         )
-    return _Table(path, fields, columns, len(lines) - 1)
+    return _Table(path, fields, columns, len(lines) - 1, numbers)
 
 
 def validate_dataset(
@@ -181,9 +230,25 @@ def validate_dataset(
                 f"{dataset}.kg: {duplicates} duplicate triple(s); KGIN counts each once, "
                 "RecBole's own models (KGAT, KGCN, CKE) every copy"
             )
+    if link is not None:
+        _check_one_item_per_entity(link, item, fields["entity"], report)
     if link is not None and report.ok:
         _check_links(dataset, link, item, fields["entity"], inter_items, kg, (head, tail), report)
     return report
+
+
+def _check_one_item_per_entity(link: _Table, item: str, entity: str, report: Report) -> None:
+    """RecBole merges each linked item with its entity: an entity linked to two items
+    ends its loader with a KeyError."""
+    first: Dict[str, Tuple[str, int]] = {}
+    for item_id, entity_id, number in zip(link.columns[item], link.columns[entity], link.numbers):
+        seen = first.setdefault(entity_id, (item_id, number))
+        if seen[0] != item_id:
+            report.errors.append(
+                f"{link.path.name}:{number}: entity {entity_id!r} is linked to item {item_id!r} here and to item "
+                f"{seen[0]!r} on line {seen[1]}; RecBole links each entity to one item: keep one of the two lines"
+            )
+            return
 
 
 def _check_links(dataset, link, item, entity, inter_items, kg, kg_fields, report) -> None:

@@ -87,21 +87,24 @@ class Trained:
         return str(self.config["model"])
 
 
-def load_trained(model_file: str, dataset: Optional[str] = None) -> Trained:
+def load_trained(model_file: str, dataset: Optional[str] = None, trusted: bool = False) -> Trained:
     """The model in ``model_file`` with the data it was trained on.
 
     Args:
         model_file: a checkpoint that recbole-kgin or RecBole wrote (``saved/*.pth``).
         dataset: the dataset the caller expects (``--dataset``); None accepts any.
+        trusted: the caller vouches for the file (``--trust_checkpoint``), so one that
+            needs full unpickling is read too (:func:`recbole_kgin.checkpoints.load_checkpoint`).
 
     Raises:
         UserInputError: no such file, not a checkpoint, another dataset than
             ``dataset``, dataset files changed since training, or weights whose sizes
             do not fit the dataset as it is now.
     """
-    from recbole_kgin.quick_start import read_checkpoint, restore
+    from recbole_kgin.checkpoints import load_checkpoint
+    from recbole_kgin.quick_start import restore
 
-    checkpoint = read_checkpoint(model_file)
+    checkpoint = load_checkpoint(model_file, trusted)
     config = checkpoint["config"]
     if dataset is not None and dataset != config["dataset"]:
         raise UserInputError(
