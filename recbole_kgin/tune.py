@@ -49,7 +49,7 @@ from recbole_kgin.config import Config
 from recbole_kgin.data.on_nodes import MODES, SHARED, SHIP, DatasetFiles, describe, prepare_every_node, prepare_here, read_payload
 from recbole_kgin.errors import UserInputError
 from recbole_kgin.search_space import has_grid, load_space, to_ray
-from recbole_kgin.atomic import write_text_atomically
+from recbole_kgin.atomic import replacing, write_text_atomically
 
 SEARCHERS = ("random", "optuna", "hyperopt")
 SCHEDULERS = ("asha", "fifo")
@@ -467,9 +467,9 @@ def _new_tuner(trainable, space, scheduler, search_algorithm, mode, num_samples,
 
 
 def _write_trials(rows: Sequence[TrialRow], output_dir: Path) -> None:
-    (output_dir / "trials.md").write_text(format_trials(rows) + "\n", encoding="utf-8")
+    write_text_atomically(output_dir / "trials.md", format_trials(rows) + "\n")
     keys = sorted({k for row in rows for k in row.params})
-    with open(output_dir / "trials.csv", "w", newline="", encoding="utf-8") as handle:
+    with replacing(output_dir / "trials.csv") as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["trial", *keys, "best_valid_score", "epochs_run", "status", "node", "threads"])
         for row in rows:
