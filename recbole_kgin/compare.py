@@ -52,7 +52,7 @@ MAIN_METRICS = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
 # it computes (the speed keys change float rounding at most).
 UNHASHED_KEYS = {
     "show_progress", "state", "checkpoint_dir", "gpu_id", "device", "log_wandb", "wandb_project", "worker",
-    "cpu_threads", "thread_governor", "cpu_malloc_tuning", "fused_kernel",
+    "cpu_threads", "thread_governor", "cpu_malloc_tuning", "fused_kernel", "distributed_timeout",
 }  # fmt: skip
 
 

@@ -50,7 +50,7 @@ import yaml
 from recbole_kgin.config import Config
 from recbole_kgin.data.on_nodes import MODES, SHARED, SHIP, DatasetFiles, describe, prepare_every_node, prepare_here, read_payload
 from recbole_kgin.errors import UserInputError
-from recbole_kgin.atomic import write_text_atomically
+from recbole_kgin.atomic import replacing, write_text_atomically
 from recbole_kgin.search_space import has_grid, load_space, plan_trials, to_ray
 
 SEARCHERS = ("random", "optuna", "hyperopt")
@@ -149,6 +149,13 @@ def _trainable(
         trainer.fit(train_data, valid_data, verbose=False, saved=False, show_progress=False, callback_fn=report)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as ``taskset`` sets it): what a
+    local Ray offers trials, so that a search pinned to one core runs one 1-CPU trial
+    at a time instead of Ray's default of every CPU of the machine."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _search_algorithm(name: str, space: Dict[str, Any], metric: str, mode: str, max_concurrent: Optional[int]):
@@ -381,7 +388,8 @@ def _run_search(
     if started_here:
         # without an address, a Ray of our own: ray.init() alone would attach to the last
         # cluster `ray start` launched on this machine, even a stopped one
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 **({} if address else {"num_cpus": usable_cpus()}))
     try:
         trial_scheduler = (
             ASHAScheduler(max_t=max_epochs, grace_period=grace_period, reduction_factor=2)
@@ -486,9 +494,9 @@ def _new_tuner(trainable, space, scheduler, search_algorithm, mode, num_samples,
 
 
 def _write_trials(rows: Sequence[TrialRow], output_dir: Path) -> None:
-    (output_dir / "trials.md").write_text(format_trials(rows) + "\n", encoding="utf-8")
+    write_text_atomically(output_dir / "trials.md", format_trials(rows) + "\n")
     keys = sorted({k for row in rows for k in row.params})
-    with open(output_dir / "trials.csv", "w", newline="", encoding="utf-8") as handle:
+    with replacing(output_dir / "trials.csv") as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["trial", *keys, "best_valid_score", "epochs_run", "status", "seconds", "node", "threads"])
         for row in rows:

@@ -243,3 +243,32 @@ def test_a_search_killed_mid_trial_resumes_the_trial_from_its_checkpoint(tmp_pat
     for epoch in repeated:  # reported before the kill and again after the resume: the same training
         assert len({score for e, score in reports if e == epoch}) == 1
     assert not list(experiment.glob("*/checkpoint_*"))  # deleted once the trial ended
+
+
+def test_a_local_ray_offers_trials_only_the_cpus_the_search_may_use(tmp_path, toy_root, monkeypatch):
+    """Pinned to one core (taskset), a search runs one 1-CPU trial at a time: two trials
+    sharing the core would each report twice their compute time."""
+    import os
+
+    import ray
+
+    from recbole_kgin import tune
+
+    seen = {}
+
+    def init(**kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1})
+    path = space_file(tmp_path, "learning_rate: {choice: [0.01]}")
+    with pytest.raises(RuntimeError, match="stop here"):
+        run_tune(path, "BPR", "toy", None, {**TOY, "data_path": str(toy_root)}, output=str(tmp_path / "o"))
+    assert seen["num_cpus"] == 1 and tune.usable_cpus() == 1
+    seen.clear()
+    with pytest.raises(RuntimeError, match="stop here"):
+        run_tune(path, "BPR", "toy", None, {**TOY, "data_path": str(toy_root)}, output=str(tmp_path / "o"),
+                 address="10.0.0.1:6379")
+    assert "num_cpus" not in seen  # a cluster's CPUs are its own
