@@ -144,10 +144,11 @@ def resume_recbole_kgin(checkpoint_file: str, trusted: bool = False) -> Dict[str
     return _fit_and_test(config, trainer, loaders, saved=True)
 
 
-def restore(checkpoint: Dict[str, Any], device: Optional[str] = None) -> Tuple[Any, ...]:
+def restore(checkpoint: Dict[str, Any], device: Optional[str] = None, name: str = "the checkpoint") -> Tuple[Any, ...]:
     """``(config, model, dataset, train, valid, test)`` from a read checkpoint
     (:func:`recbole_kgin.checkpoints.load_checkpoint`); the model on ``device``
-    (default: the checkpoint's) with its trained weights."""
+    (default: the checkpoint's) with its trained weights. Weights that do not fit the
+    model its config and data build raise :class:`UserInputError` naming ``name``."""
     config = checkpoint["config"]
     if device is not None:
         config["device"] = torch.device(device)
@@ -160,8 +161,9 @@ def restore(checkpoint: Dict[str, Any], device: Optional[str] = None) -> Tuple[A
         model.load_other_parameter(checkpoint.get("other_parameter"))
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise UserInputError(
-            f"the checkpoint's weights do not fit the {config['model']} built from its config and data "
-            f"({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+            f"{name} does not fit {config['dataset']} in {config['data_path']}: its weights do not fit the "
+            f"{config['model']} built from its config and data (the dataset changed since training, or the "
+            f"checkpoint is of other data; {type(error).__name__}: {' '.join(str(error).split())[:160]}); retrain"
         ) from None
     return config, model, dataset, train_data, valid_data, test_data
 

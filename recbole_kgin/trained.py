@@ -112,13 +112,5 @@ def load_trained(model_file: str, dataset: Optional[str] = None, trusted: bool =
             f"{dataset}, or leave --dataset out"
         )
     check_data(model_file, config, checkpoint.get("data_checksums"))
-    try:
-        config, model, full, train_data, valid_data, test_data = restore(checkpoint, device="cpu")
-    except RuntimeError as error:
-        if "state_dict" not in str(error):
-            raise
-        raise UserInputError(
-            f"'{model_file}' does not fit {config['dataset']} in {config['data_path']}: its weights have "
-            f"other sizes (the dataset changed since training, or the checkpoint is of other data); retrain"
-        ) from None
+    config, model, full, train_data, valid_data, test_data = restore(checkpoint, device="cpu", name=f"'{model_file}'")
     return Trained(model_file, config, model.eval(), full, train_data, valid_data, test_data)

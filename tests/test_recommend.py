@@ -183,7 +183,7 @@ def test_export_holds_the_vectors_the_scores_come_from(checkpoint, trained, tmp_
 
 def test_python_api_loads_once_and_answers_all_three(checkpoint, tmp_path, monkeypatch):
     loaded = recbole_kgin.load(checkpoint)
-    monkeypatch.setattr("recbole_kgin.quick_start.read_checkpoint", lambda *a, **k: pytest.fail("read again"))
+    monkeypatch.setattr("recbole_kgin.checkpoints.load_checkpoint", lambda *a, **k: pytest.fail("read again"))
     monkeypatch.setattr("recbole_kgin.quick_start.restore", lambda *a, **k: pytest.fail("rebuilt"))
     recs = loaded.recommend(["196", "186"], k=5)
     assert list(recs.columns) == ["user_id", "rank", "item_id", "score", "title"] and len(recs) == 10
