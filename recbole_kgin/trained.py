@@ -13,12 +13,12 @@ model with its trained weights on the CPU, in evaluation mode.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from logging import getLogger
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from recbole_kgin.data.checksum import file_sha256
 from recbole_kgin.errors import UserInputError
 
 ATOMIC_SUFFIXES = (".inter", ".kg", ".link", ".item", ".user", ".net")
@@ -35,17 +35,9 @@ def data_files(config: Any) -> List[Path]:
     )  # fmt: skip
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def data_checksums(config: Any) -> Dict[str, str]:
     """File name -> SHA-256 of each of :func:`data_files`, stored in checkpoints."""
-    return {path.name: sha256(path) for path in data_files(config)}
+    return {path.name: file_sha256(path) for path in data_files(config)}
 
 
 def check_data(model_file: str, config: Any, stored: Optional[Dict[str, str]]) -> None:
@@ -63,7 +55,7 @@ def check_data(model_file: str, config: Any, stored: Optional[Dict[str, str]]) -
             raise UserInputError(
                 f"{path} is missing, and '{model_file}' was trained with it: put the file back, or retrain"
             )
-        if sha256(path) != checksum:
+        if file_sha256(path) != checksum:
             raise UserInputError(
                 f"{path} changed since '{model_file}' was trained (SHA-256 differs): put back the file "
                 f"it was trained on, or retrain on the new data"

@@ -45,6 +45,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from filelock import FileLock, Timeout
 
+from recbole_kgin.data.checksum import file_sha256
 from recbole_kgin.errors import UserInputError
 
 SHIP, SHARED = "ship", "shared"
@@ -67,21 +68,13 @@ class DatasetFiles:
         return hashlib.sha256(repr(sorted(self.files)).encode()).hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe(folder: Path, dataset: str) -> DatasetFiles:
     """The atomic files ``<dataset>.*`` in ``folder`` (absolute), with sizes and checksums."""
     folder = folder.resolve()
     names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.startswith(f"{dataset}."))
     if not names:
         raise UserInputError(f"{folder}: no atomic files named {dataset}.* to send to the cluster's nodes")
-    return DatasetFiles(dataset, str(folder), tuple((name, (folder / name).stat().st_size, _sha256(folder / name)) for name in names))
+    return DatasetFiles(dataset, str(folder), tuple((name, (folder / name).stat().st_size, file_sha256(folder / name)) for name in names))
 
 
 def problem_with(folder: Path, expected: DatasetFiles) -> Optional[str]:
@@ -92,7 +85,7 @@ def problem_with(folder: Path, expected: DatasetFiles) -> Optional[str]:
             return f"{path} is missing"
         if path.stat().st_size != size:
             return f"{path} has {path.stat().st_size} bytes, the driver's {size}"
-        if _sha256(path) != checksum:
+        if file_sha256(path) != checksum:
             return f"{path} differs from the driver's file (SHA-256)"
     return None
 
