@@ -376,12 +376,12 @@ def run_tuned_comparison(
             finished[model] = done
             write([name for name in models if name not in finished])
     rival = best_other(models, list(finished.values()), f"recall@{ks[-1]}")
-    if budget.split_seeds and rival and finished[models[0]].seeds:
-        for wait in (False, True):
-            for model in (models[0], rival):
-                extra = _split_runs(model, configs[model], protocol, searches[model], runs, wait)
-                if extra is not None:
-                    finished[model] = summarize(model, searches[model], runs[model], budget, metrics)
+    splitting = [models[0], rival] if budget.split_seeds and rival and finished[models[0]].seeds else []
+    for wait in (False, True):
+        for model in list(splitting):
+            if _split_runs(model, configs[model], protocol, searches[model], runs, wait) is not None:
+                finished[model] = summarize(model, searches[model], runs[model], budget, metrics)
+                splitting.remove(model)
     return write([])
 
 
