@@ -221,6 +221,7 @@ def write_property_file(
         f"# validation {search['valid_metric']} inside each, at most {search['tune_epochs']} epochs, "
         f"scheduler {search['scheduler']}\n"
         f"# (best {search['best_valid_score']:.4f}); never on test.\n"
+        f"# Every model trained with: {', '.join(f'{key}={value}' for key, value in sorted(training.items()))}\n"
         f"# Command: {command}\n"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
