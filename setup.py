@@ -31,17 +31,17 @@ setup(
     packages=find_packages(include=["recbole_kgin", "recbole_kgin.*"])
     + ["recbole_kgin.properties", "recbole_kgin.tuning"],
     # properties/ and tuning/ live at the top of the repository; wheels carry them
-    # inside the package (recbole_kgin/resources.py finds them either way).
+    # inside the package (recbole_kgin/common/resources.py finds them either way).
     package_dir={"recbole_kgin.properties": "properties", "recbole_kgin.tuning": "tuning"},
     package_data={
         "recbole_kgin.properties": ["*.yaml", "model/*.yaml", "model/*/*.yaml", "dataset/*.yaml"],
         "recbole_kgin.tuning": ["*.yaml"],
-        "recbole_kgin.model": ["kernels.cpp"],  # compiled on first use (recbole_kgin/kernel_build.py)
+        "recbole_kgin.model": ["kernels.cpp"],  # compiled on first use (recbole_kgin/model/kernel_build.py)
     },
     entry_points={"console_scripts": ["recbole-kgin = recbole_kgin.cli:run"]},
     install_requires=[
         "recbole==1.2.1",
-        "torch>=2.5",  # fused Adam on CPU; torch.serialization.safe_globals (recbole_kgin/checkpoints.py)
+        "torch>=2.5",  # fused Adam on CPU; torch.serialization.safe_globals (recbole_kgin/runtime/checkpoints.py)
         # recbole 1.2.1 pins ray<=2.6.3; Ray 2.6.3 is built against numpy 1.x ...
         "ray[tune]>=2.6,<=2.6.3",
         "numpy>=1.21,<2",
@@ -56,12 +56,12 @@ setup(
         "matplotlib>=3.5",
         # torch.utils.cpp_extension builds the fused CPU kernels with it (and a C++ compiler)
         "ninja",
-        # claims on the units of a comparison (recbole_kgin/claims.py)
+        # claims on the units of a comparison (recbole_kgin/experiments/claims.py)
         "filelock>=3.12",
     ],
     extras_require={
         # mutmut: mutation testing of recbole_kgin/model (docs/testing.md); hypothesis: random
-        # and mutated atomic files (tests/test_fuzz_files.py); the docs packages for tests/test_docs.py.
+        # and mutated atomic files (tests/data/test_fuzz_files.py); the docs packages for tests/test_docs.py.
         "test": ["pytest>=7", "mutmut==3.8.1", "hypothesis>=6", *DOCS],
         "docs": DOCS,
         # RecBole's built-in KGIN (model RecBoleKGIN) imports torch_scatter;

@@ -17,10 +17,10 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from recbole_kgin.claims import CLAIM_TIMEOUT
-from recbole_kgin.errors import UserInputError
-from recbole_kgin.literals import typed_value
-from recbole_kgin.resumable import TrainingDiverged
+from recbole_kgin.experiments.claims import CLAIM_TIMEOUT
+from recbole_kgin.common.errors import UserInputError
+from recbole_kgin.common.literals import typed_value
+from recbole_kgin.runtime.resumable import TrainingDiverged
 
 DEFAULT_MODEL = "KGIN"
 DEFAULT_DATASET = "ml-100k"
@@ -223,7 +223,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if getattr(args, flag):
                 return action(args, overrides)
         if args.nproc > 1 or args.world_size > 0:
-            from recbole_kgin.distributed import run_distributed
+            from recbole_kgin.launch import run_distributed
 
             result = run_distributed(
                 args.model or DEFAULT_MODEL, args.dataset, config_file_list(args), overrides,
@@ -309,7 +309,7 @@ def _resume(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
 
 
 def _compare(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
-    from recbole_kgin.compare import format_markdown, output_folder, run_comparison
+    from recbole_kgin.experiments.compare import format_markdown, output_folder, run_comparison
 
     models = [name.strip() for name in args.compare.split(",") if name.strip()]
     if not models:
@@ -327,8 +327,9 @@ def _compare(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
 def _tuned_compare(args: argparse.Namespace, overrides: Dict[str, Any], models: List[str]) -> int:
     if args.claim_timeout <= 0:
         raise UserInputError(f"--claim_timeout {args.claim_timeout:g}: give seconds > 0")
-    from recbole_kgin.tuned_compare import Budget, run_tuned_comparison
-    from recbole_kgin.tuned_report import format_table
+    from recbole_kgin.experiments.tuned_compare import run_tuned_comparison
+    from recbole_kgin.experiments.tuned_records import Budget
+    from recbole_kgin.experiments.tuned_report import format_table
 
     budget = Budget(
         trials=args.tune_trials, tune_epochs=args.tune_epochs, seeds=args.seeds, max_epochs=args.max_epochs,
@@ -353,7 +354,7 @@ def _explain(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
     top = 5 if args.top is None else args.top
     if top < 1 or args.intents < 1:
         raise UserInputError("--top and --intents must be >= 1")
-    from recbole_kgin.explain import run_explain
+    from recbole_kgin.inference.explain import run_explain
 
     print(run_explain(args.explain, args.user, args.item, top, args.intents, args.output, args.json,
                       args.trust_checkpoint))
@@ -372,7 +373,7 @@ def _recommend(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
     exclude_seen = typed_value(args.exclude_seen)
     if not isinstance(exclude_seen, bool):
         raise UserInputError(f"--exclude_seen takes true or false, not '{args.exclude_seen}'")
-    from recbole_kgin.recommend import recommend_to_file
+    from recbole_kgin.inference.recommend import recommend_to_file
 
     top = 10 if args.top is None else args.top
     print(recommend_to_file(
@@ -386,7 +387,7 @@ def _export(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
     _no_overrides("--export", overrides)
     if not args.output:
         raise UserInputError("--export needs --output <folder for the vectors>")
-    from recbole_kgin.export import export_to_folder
+    from recbole_kgin.inference.export import export_to_folder
 
     print(export_to_folder(args.export, args.output, args.force, _checked_dataset(args), args.trust_checkpoint))
     return 0
@@ -409,7 +410,7 @@ def tune_model(args: argparse.Namespace) -> str:
 
 
 def _tune(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
-    from recbole_kgin.tune import format_trials, run_tune
+    from recbole_kgin.experiments.tune import format_trials, run_tune
 
     model = tune_model(args)
     outcome = run_tune(

@@ -13,7 +13,7 @@ Layering, lowest priority first (each later layer overrides the earlier):
    ``--key=value`` overrides here, so command line > files, as in RecBole).
 
 Unlike RecBole's Config it never reads ``sys.argv`` itself, never runs a config string
-as Python (strings are typed as literals, :mod:`recbole_kgin.literals`, and YAML is read
+as Python (strings are typed as literals, :mod:`recbole_kgin.common.literals`, and YAML is read
 with a safe loader), looks models up in the plugin first, resolves the data folder
 without any download prompt (:mod:`recbole_kgin.data.location`) and turns bad input
 into :class:`UserInputError`.
@@ -24,29 +24,24 @@ from __future__ import annotations
 import os
 from logging import getLogger
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import recbole
 import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
-from recbole_kgin.config_checks import check_config_values
-from recbole_kgin.data.location import resolve_dataset_folder
-from recbole_kgin.errors import UserInputError
-from recbole_kgin.literals import PlainYamlLoader, typed_value
-from recbole_kgin.resources import packaged_dir
+from recbole_kgin.common.config_checks import check_config_values
+from recbole_kgin.common.errors import UserInputError
+from recbole_kgin.common.literals import PlainYamlLoader, typed_value
+from recbole_kgin.common.resources import packaged_dir
+from recbole_kgin.data.location import reads_kg, resolve_dataset_folder
+from recbole_kgin.runtime.checkpoints import CONFIG_LAYERS
+from recbole_kgin.runtime.distributed import init_worker_device
 from recbole_kgin.utils import get_model
 
 RECBOLE_PROPERTIES_DIR = Path(recbole.__file__).resolve().parent / "properties"
 PROPERTIES_DIR = packaged_dir("properties")
-
-
-def reads_kg(config) -> bool:
-    """Whether a run reads the KG files: knowledge-aware models, and any model with
-    ``kg_items_only: True`` (a no-KG model on the KG-linked items only, as the
-    knowledge-aware models see them; the comparison sets it)."""
-    return config["MODEL_TYPE"] == ModelType.KNOWLEDGE or bool(config["kg_items_only"])
 
 
 def _one_line(error: BaseException) -> str:
@@ -84,10 +79,8 @@ class Config(RecBoleConfig):
 
     def _init_device(self) -> None:
         """A distributed worker (``local_rank`` set) joins its process group with Gloo on
-        CPUs or NCCL on GPUs (:mod:`recbole_kgin.distributed`); otherwise RecBole's."""
+        CPUs or NCCL on GPUs (:mod:`recbole_kgin.runtime.distributed`); otherwise RecBole's."""
         if "local_rank" in self.final_config_dict:
-            from recbole_kgin.distributed import init_worker_device
-
             init_worker_device(self.final_config_dict)
         else:
             super()._init_device()
@@ -97,7 +90,7 @@ class Config(RecBoleConfig):
         return PlainYamlLoader
 
     def _convert_config_dict(self, config_dict: Dict[str, Any]) -> Dict[str, Any]:
-        """Strings typed as literals (:func:`recbole_kgin.literals.typed_value`); RecBole
+        """Strings typed as literals (:func:`recbole_kgin.common.literals.typed_value`); RecBole
         ``eval()``-s them."""
         return {key: typed_value(value) if isinstance(value, str) else value for key, value in config_dict.items()}
 
@@ -211,3 +204,15 @@ class Config(RecBoleConfig):
                 f"(its interactions are taken as already filtered)"
             )
         self.final_config_dict["val_interval"] = kept or None
+
+
+def restore_config(state: Mapping[str, Any]):
+    """The :class:`Config` that :func:`recbole_kgin.runtime.checkpoints.config_state`
+    recorded, exactly as it was (no property file or data folder is read again)."""
+    config = Config.__new__(Config)
+    for name in CONFIG_LAYERS:
+        setattr(config, name, dict(state[name]))
+    config.model, config.dataset = state["model"], state["dataset"]
+    config.model_class = get_model(config.model)
+    config.yaml_loader = config._build_yaml_loader()
+    return config

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import os
 from logging import getLogger
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.data.dataset import KnowledgeBasedDataset
 from recbole.utils import ModelType, get_environment, init_logger, init_seed, set_color
 
-from recbole_kgin.checkpoints import RESUME_KEYS, check_keys, load_checkpoint
-from recbole_kgin.config import Config
-from recbole_kgin.cpu_memory import keep_freed_memory_for_reuse
-from recbole_kgin.distributed import is_distributed, whole_loader
-from recbole_kgin.errors import UserInputError
+from recbole_kgin.config import Config, restore_config
+from recbole_kgin.runtime.checkpoints import RESUME_KEYS, check_keys, read_checkpoint
+from recbole_kgin.runtime.cpu_memory import keep_freed_memory_for_reuse
+from recbole_kgin.runtime.distributed import is_distributed, whole_loader
+from recbole_kgin.common.errors import UserInputError
 from recbole_kgin.utils import get_model, get_trainer
 from recbole_kgin.data.validate import require_valid
 
@@ -59,7 +59,7 @@ def build(config: Config, saved: bool = True):
     Returns ``(dataset, (train, valid, test), model, trainer)``.
     """
     dataset, (train_data, valid_data, test_data) = prepare_data(config)
-    if is_distributed(config):  # rank 0 evaluates every user (recbole_kgin.distributed)
+    if is_distributed(config):  # rank 0 evaluates every user (recbole_kgin.runtime.distributed)
         valid_data, test_data = whole_loader(valid_data, config), whole_loader(test_data, config)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     if config["device"].type == "cpu" and config["cpu_malloc_tuning"] and keep_freed_memory_for_reuse():
@@ -129,11 +129,20 @@ def _fit_and_test(config: Config, trainer, loaders, saved: bool) -> Dict[str, An
     }
 
 
+def load_checkpoint(path: str, trusted: bool = False) -> Dict[str, Any]:
+    """The checkpoint in ``path`` (:func:`recbole_kgin.runtime.checkpoints.read_checkpoint`:
+    plain data only unless ``trusted``, checked) with its ``"config"`` rebuilt as a
+    :class:`recbole_kgin.config.Config`."""
+    checkpoint = read_checkpoint(path, trusted)
+    config = checkpoint["config"]
+    return {**checkpoint, "config": restore_config(config) if isinstance(config, Mapping) else config}
+
+
 def resume_recbole_kgin(checkpoint_file: str, trusted: bool = False) -> Dict[str, Any]:
     """Continue a run from its ``.last`` checkpoint (or, less exactly, its best one)
     with the checkpoint's own config; returns what :func:`run_recbole_kgin` returns.
     ``trusted``: read a file that needs full unpickling too (see
-    :func:`recbole_kgin.checkpoints.load_checkpoint`)."""
+    :func:`load_checkpoint`)."""
     checkpoint = load_checkpoint(checkpoint_file, trusted)
     check_keys(checkpoint, checkpoint_file, RESUME_KEYS)
     config = checkpoint["config"]
@@ -146,7 +155,7 @@ def resume_recbole_kgin(checkpoint_file: str, trusted: bool = False) -> Dict[str
 
 def restore(checkpoint: Dict[str, Any], device: Optional[str] = None, name: str = "the checkpoint") -> Tuple[Any, ...]:
     """``(config, model, dataset, train, valid, test)`` from a read checkpoint
-    (:func:`recbole_kgin.checkpoints.load_checkpoint`); the model on ``device``
+    (:func:`load_checkpoint`); the model on ``device``
     (default: the checkpoint's) with its trained weights. Weights that do not fit the
     model its config and data build raise :class:`UserInputError` naming ``name``."""
     config = checkpoint["config"]
@@ -171,7 +180,7 @@ def restore(checkpoint: Dict[str, Any], device: Optional[str] = None, name: str 
 def load_data_and_model(model_file: str, trusted: bool = False) -> Tuple[Any, ...]:
     """Rebuild ``(config, model, dataset, train, valid, test)`` from a checkpoint that
     RecBole or recbole-kgin wrote, as ``recbole.quick_start.load_data_and_model``
-    (RecBole's own files need ``trusted``, see :func:`recbole_kgin.checkpoints.load_checkpoint`)."""
+    (RecBole's own files need ``trusted``, see :func:`load_checkpoint`)."""
     checkpoint = load_checkpoint(model_file, trusted)
     init_logger(checkpoint["config"])
     return restore(checkpoint)

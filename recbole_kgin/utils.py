@@ -9,7 +9,7 @@ from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import ModelType
 from recbole.utils import get_trainer as recbole_get_trainer
 
-from recbole_kgin.errors import UserInputError
+from recbole_kgin.common.errors import UserInputError
 
 
 def plugin_models() -> dict:
@@ -77,15 +77,15 @@ def _recbole_model(model_name: str):
 
 
 def get_trainer(model_type: ModelType, model_name: str) -> type:
-    """``recbole_kgin.trainer.<model_name>Trainer`` if it exists, else RecBole's choice;
-    either way made resumable (:mod:`recbole_kgin.resumable`), able to train across
-    processes (:mod:`recbole_kgin.distributed`) and given the thread policy
-    (:mod:`recbole_kgin.threads`)."""
-    from recbole_kgin.distributed import distributed
-    from recbole_kgin.resumable import resumable
-    from recbole_kgin.threads import thread_governed
+    """``recbole_kgin.runtime.trainer.<model_name>Trainer`` if it exists, else RecBole's choice;
+    either way made resumable (:mod:`recbole_kgin.runtime.resumable`), able to train across
+    processes (:mod:`recbole_kgin.runtime.distributed`) and given the thread policy
+    (:mod:`recbole_kgin.runtime.threads`)."""
+    from recbole_kgin.runtime.distributed import distributed
+    from recbole_kgin.runtime.resumable import resumable
+    from recbole_kgin.runtime.threads import thread_governed
 
-    trainer_module = importlib.import_module("recbole_kgin.trainer")
+    trainer_module = importlib.import_module("recbole_kgin.runtime.trainer")
     trainer = getattr(trainer_module, f"{model_name}Trainer", None)
     if trainer is None:
         trainer = recbole_get_trainer(model_type, model_name)

@@ -29,7 +29,7 @@ TOY = {**FAST, "topk": [5], "valid_metric": "Recall@5"}
 
 def die_after_validation(monkeypatch, epoch_to_die: int) -> None:
     """Make the process 'die' (KeyboardInterrupt) right after the .last checkpoint of ``epoch_to_die``."""
-    import recbole_kgin.resumable as resumable
+    import recbole_kgin.runtime.resumable as resumable
 
     save = resumable.ResumableTrainer._save_last_checkpoint
 

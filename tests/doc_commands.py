@@ -30,7 +30,7 @@ class Invocation:
     """One run of a recbole-kgin program as a document shows it."""
 
     where: str  # file:line
-    program: str  # CLI, or the module of a benchmark (recbole_kgin.benchmark, ...)
+    program: str  # CLI, or the module of a benchmark (recbole_kgin.bench.speed, ...)
     argv: Tuple[str, ...]
     text: str  # the whole command it is part of
 

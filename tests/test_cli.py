@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO_ROOT, shared_dataset
 from recbole_kgin.cli import main, split_overrides
-from recbole_kgin.errors import UserInputError
+from recbole_kgin.common.errors import UserInputError
 
 SCRIPT = str(REPO_ROOT / "run_recbole_kgin.py")
 QUIET = ["--show_progress=False", "--state=WARNING"]
@@ -147,7 +147,7 @@ def test_every_action_takes_typed_overrides(toy_root, tmp_path, capsys):
 
     import yaml
 
-    from recbole_kgin.checkpoints import load_checkpoint
+    from recbole_kgin.quick_start import load_checkpoint
 
     data = [f"--data_path={toy_root}", "--dataset", "toy"]
     assert main(data + TYPED) == 0  # a plain run

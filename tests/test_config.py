@@ -9,13 +9,13 @@ import pytest
 import yaml
 
 from conftest import FAST
-from recbole_kgin.config import Config
+from recbole_kgin.config import PROPERTIES_DIR, Config
 from recbole_kgin.data.location import EMBEDDED_PATH
-from recbole_kgin.errors import UserInputError
+from recbole_kgin.common.errors import UserInputError
 from recbole_kgin.model import KGIN, RecBoleKGIN
 from recbole_kgin.utils import get_model, get_trainer
-from recbole_kgin.resumable import ResumableTrainer
-from recbole_kgin.trainer import KGINTrainer
+from recbole_kgin.runtime.resumable import ResumableTrainer
+from recbole_kgin.runtime.trainer import KGINTrainer
 from toy_data import write_toy_dataset
 
 
@@ -41,11 +41,15 @@ def test_unknown_model_is_one_clear_line(name):
     assert name in message and "\n" not in message and "case-sensitive" in message
 
 
-def test_layers_recbole_then_plugin_overall_model_dataset_then_user(tmp_path):
+def test_layers_recbole_then_plugin_overall_model_dataset_then_user(tmp_path, toy_root):
+    untuned = Config("KGIN", "toy", config_dict={**FAST, "data_path": str(toy_root)})  # no tuned file for toy
+    assert untuned["context_hops"] == 3  # plugin model/KGIN.yaml over RecBole's KGIN.yaml (2)
+    assert untuned["ind"] == "distance"  # idem (RecBole: cosine)
     config = Config("KGIN", "ml-100k", config_dict=FAST)
     assert config["topk"] == [10, 20]  # plugin overall.yaml over RecBole's [10]
-    assert config["context_hops"] == 3  # plugin model/KGIN.yaml over RecBole's KGIN.yaml (2)
-    assert config["ind"] == "distance"  # idem (RecBole: cosine)
+    # plugin model/KGIN/ml-100k.yaml (the tuned comparison's best) over model/KGIN.yaml
+    tuned = yaml.safe_load((PROPERTIES_DIR / "model" / "KGIN" / "ml-100k.yaml").read_text())
+    assert {key: config[key] for key in tuned if key not in FAST} == {key: value for key, value in tuned.items() if key not in FAST}
     assert config["kg_reverse_r"] is True  # plugin overall over RecBole's knowledge_base.yaml
     assert config["val_interval"] == {"rating": "[4,inf)"}  # plugin dataset/ml-100k.yaml
     assert config["learner"] == "adam"  # untouched RecBole default
@@ -154,7 +158,7 @@ def _attack(marker) -> str:
 
 
 def test_a_search_space_string_is_never_run(toy_root, tmp_path):
-    from recbole_kgin.search_space import load_space
+    from recbole_kgin.experiments.search_space import load_space
 
     marker = tmp_path / "PWNED"
     space = tmp_path / "space.yaml"

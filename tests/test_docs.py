@@ -5,7 +5,7 @@ is checked without training:
 
 - every CLI command parses with the real parser (:func:`recbole_kgin.cli.parse_args`),
   names models that exist, and its config overrides pass the config checks
-  (:func:`recbole_kgin.config_checks.check_config_values`); a tuned comparison's budget
+  (:func:`recbole_kgin.common.config_checks.check_config_values`); a tuned comparison's budget
   and search spaces are checked as the command checks them, and actions that take no
   overrides get none;
 - every benchmark command names a module that exists and only options its ``--help``
@@ -67,9 +67,9 @@ def parse_only_reason(argv) -> Optional[str]:
 def check_cli_command(argv) -> None:
     """Parse ``argv`` as the CLI does and check what it names, without training."""
     from recbole_kgin.cli import DEFAULT_MODEL, parse_args, tune_model
-    from recbole_kgin.config_checks import check_config_values
-    from recbole_kgin.search_space import load_space
-    from recbole_kgin.tuned_compare import Budget
+    from recbole_kgin.common.config_checks import check_config_values
+    from recbole_kgin.experiments.search_space import load_space
+    from recbole_kgin.experiments.tuned_records import Budget
     from recbole_kgin.utils import get_model
 
     argv = [arg for arg in argv if arg not in ("--help", "-h")]  # the rest must parse too
@@ -118,7 +118,7 @@ def run_cli(argv, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_the_documents_show_commands_of_every_kind():
     programs = {command.program for command in COMMANDS}
-    assert {CLI, "recbole_kgin.benchmark", "recbole_kgin.benchmark_kgcn_ranking"} <= programs
+    assert {CLI, "recbole_kgin.bench.speed", "recbole_kgin.bench.kgcn_ranking"} <= programs
     readme = [command for command in CLI_COMMANDS if command.where.startswith("README.md")]
     assert len(readme) >= 12, [command.name for command in readme]
     assert any("--recommend" in command.argv for command in readme)
@@ -180,7 +180,7 @@ def test_commands_are_found_where_a_reader_sees_them(tmp_path):
         "Run `python run_recbole_kgin.py --check --dataset ml-100k` or `recbole-kgin`; not `--users all`.\n"
         "```bash\n"
         "pip install -e . && python run_recbole_kgin.py --epochs 3  # a comment\n"
-        "OMP_NUM_THREADS=2 taskset -c 0 python -m recbole_kgin.benchmark \\\n"
+        "OMP_NUM_THREADS=2 taskset -c 0 python -m recbole_kgin.bench.speed \\\n"
         "    --dataset ml-1m &\n"
         "kubectl exec -it POD -- python -m recbole_kgin --tune KGIN --address auto\n"
         "```\n"
@@ -194,7 +194,7 @@ def test_commands_are_found_where_a_reader_sees_them(tmp_path):
         ("page.md:1", CLI, ("--check", "--dataset", "ml-100k")),
         ("page.md:1", CLI, ()),
         ("page.md:3", CLI, ("--epochs", "3")),
-        ("page.md:4", "recbole_kgin.benchmark", ("--dataset", "ml-1m")),
+        ("page.md:4", "recbole_kgin.bench.speed", ("--dataset", "ml-1m")),
         ("page.md:6", CLI, ("--tune", "KGIN", "--address", "auto")),
     ]
     assert split_programs("a && b | c; d") == [["a"], ["b"], ["c"], ["d"]]

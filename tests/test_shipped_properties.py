@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from recbole_kgin.config import PROPERTIES_DIR, Config
-from recbole_kgin.search_space import load_space
-from recbole_kgin.tuned_compare import TRAINING_KEYS
+from recbole_kgin.experiments.search_space import load_space
+from recbole_kgin.experiments.tuned_compare import TRAINING_KEYS
 from toy_data import write_atomic
 
 SHIPPED = sorted(PROPERTIES_DIR.glob("model/*/*.yaml"))

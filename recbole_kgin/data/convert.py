@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from recbole_kgin.errors import UserInputError
+from recbole_kgin.common.errors import UserInputError
 
 Interactions = List[Tuple[int, int]]
 

@@ -6,7 +6,8 @@ Order (first folder holding every expected file wins):
 3. for ``ml-100k`` only, the copy embedded in the recbole wheel (no download).
 
 A dataset found nowhere raises :class:`UserInputError` naming the folders tried and
-the files expected, instead of RecBole's interactive download prompt.
+the files expected, instead of RecBole's interactive download prompt. A run reads the KG
+files where :func:`reads_kg` says so.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 import recbole
+from recbole.utils import ModelType
 
-from recbole_kgin.errors import UserInputError
+from recbole_kgin.common.errors import UserInputError
 
 EMBEDDED_DATASET = "ml-100k"
 EMBEDDED_PATH = Path(recbole.__file__).resolve().parent / "dataset_example" / EMBEDDED_DATASET
@@ -70,3 +72,10 @@ def resolve_dataset_folder(
         f"for {', '.join(needed)}; put the atomic files in ./dataset/{dataset}/ "
         f"or pass --data_path=<folder that contains {dataset}/>"
     )
+
+
+def reads_kg(config) -> bool:
+    """Whether a run reads the KG files: knowledge-aware models, and any model with
+    ``kg_items_only: True`` (a no-KG model on the KG-linked items only, as the
+    knowledge-aware models see them; the comparison sets it)."""
+    return config["MODEL_TYPE"] == ModelType.KNOWLEDGE or bool(config["kg_items_only"])

@@ -46,7 +46,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from filelock import FileLock, Timeout
 
 from recbole_kgin.data.checksum import file_sha256
-from recbole_kgin.errors import UserInputError
+from recbole_kgin.common.errors import UserInputError
 
 SHIP, SHARED = "ship", "shared"
 MODES = (SHIP, SHARED)

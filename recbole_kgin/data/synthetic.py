@@ -28,8 +28,8 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from recbole_kgin.atomic import replacing
-from recbole_kgin.errors import UserInputError
+from recbole_kgin.common.atomic import replacing
+from recbole_kgin.common.errors import UserInputError
 
 USER_EXPONENT = 0.8
 ITEM_EXPONENT = 1.0

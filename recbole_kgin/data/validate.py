@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-from recbole_kgin.errors import UserInputError
+from recbole_kgin.common.errors import UserInputError
+from recbole_kgin.data.location import reads_kg
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
 # What pandas.read_csv (RecBole's reader) takes for a missing value by default: an id
@@ -279,8 +280,6 @@ def _check_links(dataset, link, item, entity, inter_items, kg, kg_fields, report
 
 def validate_config(config) -> Report:
     """:func:`validate_dataset` with the folder, fields and format of a Config."""
-    from recbole_kgin.config import reads_kg
-
     fields = {
         "user": config["USER_ID_FIELD"],
         "item": config["ITEM_ID_FIELD"],

@@ -11,7 +11,7 @@ prefix, by tail each tail's item heads come first.
 Message dropout and the row normalisation after it are one pass forward and one
 backward (:func:`dropout_normalize`) instead of about fourteen tensor passes.
 
-They are built on first use by :func:`recbole_kgin.kernel_build.kernel`; where that
+They are built on first use by :func:`recbole_kgin.model.kernel_build.kernel`; where that
 fails it logs one line and returns None, and KGIN uses the torch path. Results agree
 with the torch path up to float rounding: the random draws are the same.
 """
@@ -23,7 +23,7 @@ from typing import NamedTuple, Optional, Tuple
 import numpy as np
 import torch
 
-from recbole_kgin.kernel_build import kernel
+from recbole_kgin.model.kernel_build import kernel
 
 __all__ = ["FusedHop", "KeptEdges", "dropout_normalize", "kernel", "relational_mean"]
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import KnowledgeRecommender
 from recbole.utils import InputType
 
-from recbole_kgin.config_checks import (
+from recbole_kgin.common.config_checks import (
     boolean,
     non_negative_number,
     one_of,

@@ -6,7 +6,7 @@ import importlib.util
 
 from recbole.model.knowledge_aware_recommender.kgin import KGIN as _RecBoleBuiltinKGIN
 
-from recbole_kgin.errors import UserInputError
+from recbole_kgin.common.errors import UserInputError
 
 
 class RecBoleKGIN(_RecBoleBuiltinKGIN):

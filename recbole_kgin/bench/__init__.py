@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m recbole_kgin.bench.<name>`` prints measured figures."""

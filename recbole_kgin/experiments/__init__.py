@@ -1,0 +1,1 @@
+"""Comparisons, tuned comparisons, hyper-parameter searches and their statistics."""

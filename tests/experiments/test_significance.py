@@ -1,0 +1,86 @@
+"""Comparing two models over training runs: pairing, ties, the bootstrap interval, Holm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recbole_kgin.experiments.significance import compare_runs, holm, run_value
+
+
+def runs(values_per_run, users=50):
+    """{(split, seed): {user: value}} with every user at the run's value."""
+    return {key: {user: value for user in range(users)} for key, value in values_per_run.items()}
+
+
+def test_a_consistent_gain_over_runs_is_significant_and_keeps_its_sign():
+    ours = runs({(1, s): 0.40 + 0.01 * (s % 2) for s in range(1, 6)})
+    theirs = runs({(1, s): 0.35 + 0.002 * s for s in range(1, 6)})
+    outcome = compare_runs(ours, theirs)
+    assert outcome["pairs"] == 5 and outcome["p_value"] < 0.001
+    assert outcome["difference"] == pytest.approx(0.406 - 0.356)
+    assert outcome["relative"] == pytest.approx((0.406 - 0.356) / 0.356)
+    assert outcome["ci_low"] <= outcome["difference"] <= outcome["ci_high"] and outcome["ci_low"] > 0
+    reverse = compare_runs(theirs, ours)
+    assert reverse["difference"] == pytest.approx(-outcome["difference"]) and reverse["p_value"] == pytest.approx(outcome["p_value"])
+
+
+def test_runs_pair_by_split_and_seed_not_by_order():
+    """Seeds that move both models alike: paired, the gain is clear; a pairing by position
+    of a shuffled dict would not be."""
+    level = {1: 0.30, 2: 0.40, 3: 0.50, 4: 0.35, 5: 0.45}
+    ours = runs({(7, s): level[s] + 0.01 for s in level})
+    theirs = runs({(7, s): level[s] for s in reversed(level)})
+    outcome = compare_runs(ours, theirs)
+    assert outcome["difference"] == pytest.approx(0.01) and outcome["p_value"] == 0.0
+    assert outcome["ci_low"] == pytest.approx(0.01) and outcome["ci_high"] == pytest.approx(0.01)
+    # a run only one model has is left out
+    outcome = compare_runs({**ours, (8, 1): {0: 1.0}}, theirs)
+    assert outcome["pairs"] == 5
+
+
+def test_training_variance_enters_the_test():
+    """A per-user test on seed means would call this certain (every user gains in every
+    run pair on average); over runs, noise between seeds leaves it open."""
+    ours = runs({(1, s): v for s, v in enumerate([0.364, 0.352, 0.341], start=1)})
+    theirs = runs({(1, s): v for s, v in enumerate([0.329, 0.344, 0.335], start=1)})
+    outcome = compare_runs(ours, theirs)
+    assert outcome["difference"] > 0 and outcome["p_value"] > 0.05
+    assert outcome["ci_low"] < outcome["difference"] < outcome["ci_high"]
+
+
+def test_ties_up_to_float_noise_are_ties():
+    values = [0.1, 0.2, 0.3, 0.7]
+    ours = {(1, s): {u: v for u, v in enumerate(values)} for s in range(4)}
+    # the same values, summed in another order and nudged by float noise
+    theirs = {(1, s): {u: v + (1e-15 if u % 2 else -1e-15) for u, v in enumerate(values)} for s in range(4)}
+    assert run_value(ours[(1, 0)]) == pytest.approx(run_value(theirs[(1, 0)]), abs=1e-14)
+    outcome = compare_runs(ours, theirs)
+    assert outcome["difference"] == 0.0 and outcome["p_value"] == 1.0 and outcome["statistic"] == 0.0
+    assert outcome["ci_low"] == outcome["ci_high"] == 0.0
+
+
+def test_one_pair_gives_no_p_value_and_none_gives_nothing():
+    one = compare_runs(runs({(1, 1): 0.5}), runs({(1, 1): 0.4}))
+    assert one["pairs"] == 1 and one["p_value"] is None and one["difference"] == pytest.approx(0.1)
+    none = compare_runs(runs({(1, 1): 0.5}), runs({(2, 1): 0.4}))
+    assert none["pairs"] == 0 and none["difference"] is None and none["p_value"] is None
+
+
+def test_the_bootstrap_widens_with_user_noise_and_is_reproducible():
+    rng = np.random.default_rng(0)
+    base = {(1, s): {u: float(rng.random()) for u in range(300)} for s in range(5)}
+    shifted = {key: {u: v + 0.02 for u, v in users.items()} for key, users in base.items()}
+    noisy = {key: {u: v + 0.02 + float(rng.normal(0, 0.3)) for u, v in users.items()} for key, users in base.items()}
+    tight, wide = compare_runs(shifted, base, seed=1), compare_runs(noisy, base, seed=1)
+    assert tight["ci_high"] - tight["ci_low"] < 1e-9
+    assert wide["ci_high"] - wide["ci_low"] > 0.02
+    assert compare_runs(noisy, base, seed=1) == wide
+
+
+def test_holm_adjusts_step_down_and_keeps_order():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, None, 0.001]) == [pytest.approx(0.5), None, pytest.approx(0.002)]
+    assert holm([0.4, 0.6]) == pytest.approx([0.8, 0.8])  # monotone, capped at 1
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []

@@ -1,0 +1,274 @@
+"""Ray Tune search: spaces, pruning on validation, failures, the best config."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import TOY
+from toy_data import write_colors
+from recbole_kgin.common.errors import UserInputError
+from recbole_kgin.experiments.search_space import load_space, to_ray
+from recbole_kgin.experiments.tune import run_tune
+
+
+def space_file(tmp_path, text, name="space.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("learning_rate: {normal: [0, 1]}", "key 'learning_rate': unknown sampler"),
+        ("learning_rate: {loguniform: [0, 0.1]}", "key 'learning_rate': loguniform needs low > 0"),
+        ("learning_rate: {uniform: [0.1, 0.01]}", "key 'learning_rate': uniform needs low < high"),
+        ("context_hops: {randint: [1.5, 3]}", "key 'context_hops': randint needs integers"),
+        ("ind: {choice: []}", "key 'ind': choice needs a non-empty list"),
+        ("ind: {choice: distance}", "key 'ind': choice needs a non-empty list"),
+        ("learning_rate: {uniform: [0.1, 0.2], choice: [1]}", "key 'learning_rate': unknown sampler"),
+        ("- 1\n- 2", "expected 'key: sampler' lines"),
+        ("a: [1\n", "line 2: not valid YAML"),
+    ],
+)
+def test_invalid_spaces_are_one_line_errors_naming_the_key(tmp_path, text, fragment):
+    with pytest.raises(UserInputError) as error:
+        load_space(space_file(tmp_path, text))
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+COMPARED = ["KGIN", "KGAT", "KGCN", "CKE", "BPR", "LightGCN", "KGNNLS", "MCCLK", "RecBoleKGIN"]
+
+
+@pytest.mark.parametrize("name", COMPARED)
+def test_shipped_spaces_load_and_name_the_models_own_keys(tmp_path, name):
+    from conftest import REPO_ROOT
+    from recbole_kgin.config import Config
+
+    space = load_space(str(REPO_ROOT / "tuning" / f"{name}.yaml"))
+    assert "learning_rate" in space and to_ray(space)
+    known = Config(name, "ml-100k", None, {"state": "WARNING"}).final_config_dict
+    assert set(space) <= set(known), f"{name}: {set(space) - set(known)} is no config key of the model"
+
+
+def test_shipped_kgin_space_searches_every_switch(tmp_path):
+    from conftest import REPO_ROOT
+
+    kgin = load_space(str(REPO_ROOT / "tuning" / "KGIN.yaml"))
+    assert {"node_dropout_rate", "mess_dropout_rate", "context_hops", "n_factors", "ind", "sim_regularity", "reg_weight"} <= set(kgin)
+
+
+def test_unknown_or_missing_search_algorithms_are_one_line_errors(tmp_path, toy_root):
+    import importlib.util
+
+    path = space_file(tmp_path, "learning_rate: {choice: [0.01]}")
+    settings = {**TOY, "data_path": str(toy_root)}
+    with pytest.raises(UserInputError, match="--search bayes: choose one of random, optuna, hyperopt"):
+        run_tune(path, "BPR", "toy", None, settings, search="bayes")
+    grid = space_file(tmp_path, "learning_rate: {grid: [0.01, 0.1]}", "grid.yaml")
+    with pytest.raises(UserInputError, match="cannot expand 'grid' entries"):
+        run_tune(grid, "BPR", "toy", None, settings, search="optuna")
+    if importlib.util.find_spec("optuna") is None:
+        with pytest.raises(UserInputError, match="--search optuna needs the package: pip install optuna"):
+            run_tune(path, "BPR", "toy", None, settings, search="optuna")
+
+
+def test_address_goes_to_ray(tmp_path, toy_root, monkeypatch):
+    import ray
+
+    seen = {}
+
+    class Attached(Exception):
+        pass
+
+    def fake_init(**kwargs):
+        seen.update(kwargs)
+        raise Attached
+
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    path = space_file(tmp_path, "learning_rate: {choice: [0.01]}")
+    with pytest.raises(Attached):
+        run_tune(path, "BPR", "toy", None, {**TOY, "data_path": str(toy_root)}, address="ray://head:10001")
+    assert seen["address"] == "ray://head:10001"
+    with pytest.raises(Attached):  # no address: a Ray of our own, never the last `ray start` cluster
+        run_tune(path, "BPR", "toy", None, {**TOY, "data_path": str(toy_root)})
+    assert seen["address"] == "local"
+
+
+@pytest.mark.slow
+def test_tiny_search_prunes_survives_failures_and_reproduces_the_best(tmp_path):
+    write_colors(tmp_path / "data" / "colors")
+    space = space_file(
+        tmp_path,
+        "learning_rate: {grid: [0.02, 1.0e-6]}\n"
+        "node_dropout_rate: {grid: [0.1, 1.5]}\n"  # 1.5 is not a rate: those trials fail
+        "n_factors: {choice: [2, 4]}\n",
+    )
+    settings = {**TOY, "data_path": str(tmp_path / "data"), "epochs": 6, "stopping_step": 100, "train_batch_size": 128}
+    outcome = run_tune(space, "KGIN", "colors", None, settings, num_samples=3, output=str(tmp_path / "out"))
+    trials = outcome["trials"]
+    # n_factors' two values fit in 3 samples: each runs once (no repeat), crossed with the 4 grid points
+    assert len(trials) == 8
+    assert sorted(str(sorted(t.params.items())) for t in trials) == sorted(
+        str(sorted({"learning_rate": lr, "node_dropout_rate": rate, "n_factors": n}.items()))
+        for lr in (0.02, 1e-6) for rate in (0.1, 1.5) for n in (2, 4)
+    )
+    statuses = [t.status for t in trials]
+    failed = [s for s in statuses if s.startswith("failed")]
+    assert len(failed) == 4 and all(s.startswith("failed: recbole_kgin.common.errors.UserInputError: bad config value node_dropout_rate=1.5") for s in failed)
+    assert any(s == "stopped by ASHA" for s in statuses)
+    assert any(s == "completed" for s in statuses)
+    assert outcome["best_params"]["learning_rate"] == 0.02
+
+    best_file = outcome["best_config_file"]
+    values = yaml.safe_load(open(best_file))
+    assert values["learning_rate"] == 0.02 and values["node_dropout_rate"] == 0.1
+    assert outcome["retrained_valid_score"] == pytest.approx(outcome["best_valid_score"], abs=1e-12)
+    assert 0.0 <= outcome["test_result"]["recall@5"] <= 1.0
+    assert all(t.seconds > 0 for t in trials if not t.status.startswith("failed"))
+    table = (tmp_path / "out" / "trials.md").read_text().splitlines()
+    assert len(table) == 2 + 8  # header, separator, one row per trial
+
+
+def test_a_trials_final_run_counts_each_epochs_latest_report():
+    import pandas as pd
+
+    from recbole_kgin.experiments.tune import final_run
+
+    def frame(epochs):
+        return pd.DataFrame({"epoch": epochs, "valid_score": [0.01 * i for i in range(len(epochs))]})
+
+    plain = frame([1, 2, 3, 4])
+    assert final_run(plain).equals(plain)
+    # killed after epoch 5, resumed from the checkpoint of epoch 3
+    resumed = final_run(frame([1, 2, 3, 4, 5, 4, 5, 6]))
+    assert list(resumed["epoch"]) == [1, 2, 3, 4, 5, 6]
+    assert list(resumed["valid_score"]) == pytest.approx([0.0, 0.01, 0.02, 0.05, 0.06, 0.07])  # the later reports
+    # killed after epoch 3, restarted from scratch, stopped at 2
+    assert list(final_run(frame([1, 2, 3, 1, 2]))["valid_score"]) == pytest.approx([0.03, 0.04])
+    assert final_run(None) is None
+    assert final_run(pd.DataFrame({"valid_score": [0.1]}))["valid_score"].tolist() == [0.1]  # no epoch column
+
+
+def test_trial_rows_read_every_report_of_a_trial_restored_in_a_new_process(tmp_path):
+    """Ray's progress.csv of a trial restored by a new process whose first report carried a
+    checkpoint: the header has the columns of the first process's reports, the later rows
+    one more. pandas cannot read it (Ray's metrics_dataframe is then None); the rows come
+    from result.json, whose last line may have been cut short by the kill."""
+    import json
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from recbole_kgin.experiments.tune import _trial_rows
+
+    folder = tmp_path / "trial"
+    folder.mkdir()
+    reports = [{"valid_score": 0.1 * epoch, "epoch": epoch, "stopped_by_recbole": False, "node": "n", "threads": 1}
+               for epoch in (1, 2, 3, 2, 3, 4)]  # killed after epoch 3, resumed from epoch 1's checkpoint  # fmt: skip
+    reports[3]["valid_score"] = 0.15
+    for report in reports[3:]:
+        report["should_checkpoint"] = True
+    columns = list(reports[0])
+    lines = [",".join(columns)] + [",".join(str(value) for value in report.values()) for report in reports]
+    (folder / "progress.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(pd.errors.ParserError):
+        pd.read_csv(folder / "progress.csv")
+    (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in reports) + '{"valid_score": 0.9, "ep')
+    restored = SimpleNamespace(path=str(folder), metrics_dataframe=None, error=None, config={"learning_rate": 0.01})
+    (row,) = _trial_rows([restored], max_epochs=4, bigger=True)
+    assert row.epochs_run == 4 and row.best_valid_score == pytest.approx(0.4) and row.status == "completed"
+    assert row.params == {"learning_rate": 0.01} and row.node == "n" and row.threads == 1
+    (row,) = _trial_rows([restored], max_epochs=5, bigger=False)
+    assert row.best_valid_score == pytest.approx(0.1) and row.status == "stopped by ASHA"
+    # without result.json (not synced to this node), Ray's own frame
+    elsewhere = SimpleNamespace(path=str(tmp_path / "gone"), metrics_dataframe=pd.DataFrame(reports[:2]), error=None, config={})
+    (row,) = _trial_rows([elsewhere], max_epochs=4, bigger=True)
+    assert row.epochs_run == 2 and row.best_valid_score == pytest.approx(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checkpoints_kept", [True, False])
+def test_a_search_killed_mid_trial_resumes_the_trial_from_its_checkpoint(tmp_path, toy_root, checkpoints_kept):
+    """As when its machine goes away: the search's process group is killed mid-trial; run
+    again with resume, the trial continues from its checkpoint and its repeated epochs
+    score exactly as before the kill. Where the checkpoints are gone (Ray's records
+    copied to a fresh machine without them) the trial starts again instead of failing."""
+    import csv
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    space = space_file(tmp_path, "learning_rate: {grid: [0.01]}\n")
+    output = tmp_path / "out"
+    settings = {**TOY, "data_path": str(toy_root), "epochs": 700, "stopping_step": 1000}
+    arguments = dict(num_samples=1, scheduler="fifo", output=str(output), checkpoint_seconds=2.0, retrain=False)
+    code = f"from recbole_kgin.experiments.tune import run_tune\nrun_tune({space!r}, 'BPR', 'toy', None, {settings!r}, resume=True, **{arguments!r})"
+    search = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "search.log", "w"))  # fmt: skip
+    experiment = output / "ray" / "BPR-toy"
+    deadline = time.monotonic() + 300
+    try:
+        while True:  # until Ray's record of the experiment names a checkpoint: it is written every 10 s
+            assert search.poll() is None, "the search ended before it was killed: " + (tmp_path / "search.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            checkpoints = sorted(experiment.glob("*/checkpoint_*"))
+            states = sorted(experiment.glob("experiment_state-*.json"))
+            if checkpoints and states and states[-1].stat().st_mtime > checkpoints[0].stat().st_mtime:
+                break
+            time.sleep(0.2)
+    finally:
+        os.killpg(search.pid, signal.SIGKILL)
+        search.wait()
+
+    if not checkpoints_kept:
+        for checkpoint in experiment.glob("*/checkpoint_*"):
+            shutil.rmtree(checkpoint)
+    # the resumed process checkpoints at every report, its first included: Ray's progress.csv
+    # then gets rows with a column its header lacks (should_checkpoint), as on ml-1m
+    outcome = run_tune(space, "BPR", "toy", None, settings, resume=True, **{**arguments, "checkpoint_seconds": 0.0})
+    (trial,) = outcome["trials"]
+    assert trial.status == "completed" and trial.epochs_run == 700
+    (progress,) = experiment.glob("*/progress.csv")
+    reports = [(int(row["epoch"]), float(row["valid_score"])) for row in csv.DictReader(open(progress))]
+    epochs = [epoch for epoch, _ in reports]
+    assert set(epochs) == set(range(1, 701))
+    assert epochs.count(1) == (1 if checkpoints_kept else 2)  # resumed; or, without checkpoints, restarted
+    repeated = {epoch for epoch in epochs if epochs.count(epoch) > 1}
+    for epoch in repeated:  # reported before the kill and again after the resume: the same training
+        assert len({score for e, score in reports if e == epoch}) == 1
+    assert not list(experiment.glob("*/checkpoint_*"))  # deleted once the trial ended
+
+
+def test_a_local_ray_offers_trials_only_the_cpus_the_search_may_use(tmp_path, toy_root, monkeypatch):
+    """Pinned to one core (taskset), a search runs one 1-CPU trial at a time: two trials
+    sharing the core would each report twice their compute time."""
+    import os
+
+    import ray
+
+    from recbole_kgin.experiments import tune
+
+    seen = {}
+
+    def init(**kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1})
+    path = space_file(tmp_path, "learning_rate: {choice: [0.01]}")
+    with pytest.raises(RuntimeError, match="stop here"):
+        run_tune(path, "BPR", "toy", None, {**TOY, "data_path": str(toy_root)}, output=str(tmp_path / "o"))
+    assert seen["num_cpus"] == 1 and tune.usable_cpus() == 1
+    seen.clear()
+    with pytest.raises(RuntimeError, match="stop here"):
+        run_tune(path, "BPR", "toy", None, {**TOY, "data_path": str(toy_root)}, output=str(tmp_path / "o"),
+                 address="10.0.0.1:6379")
+    assert "num_cpus" not in seen  # a cluster's CPUs are its own

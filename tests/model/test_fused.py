@@ -1,0 +1,137 @@
+"""The fused KG kernel against the torch path and dense arithmetic."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_kgin.model.fused import kernel
+from recbole_kgin.model.graph import KnowledgeGraph
+
+needs_kernel = pytest.mark.skipif(kernel() is None, reason="the fused kernels could not be built here")
+
+
+def random_kg(seed: int, n_entities: int = 40, n_items: int = 9, n_relations: int = 5, n_triples: int = 300):
+    rng = np.random.default_rng(seed)
+    heads = rng.integers(0, n_entities, n_triples)
+    tails = rng.integers(0, n_entities, n_triples)
+    heads[:5] = 0  # a head with several edges of one relation
+    relations = rng.integers(0, n_relations, n_triples)
+    relations[:5] = 2
+    return (heads, relations, tails, n_entities, n_items), n_relations
+
+
+def dense_hop(kg: KnowledgeGraph, keep, entity, relation, rows):
+    """Y[h] = sum over kept edges w R[r] X[t], w = 1/|kept N_h|, by dense loops."""
+    keep = torch.ones(kg.n_edges, dtype=torch.bool) if keep is None else keep
+    out = torch.zeros(rows, entity.shape[1], dtype=entity.dtype)
+    heads, relations, tails = kg.heads.tolist(), kg.relations.tolist(), kg.tails.tolist()
+    degree = np.zeros(kg.n_entities)
+    for e, h in enumerate(heads):
+        degree[h] += float(keep[e])
+    for e, (h, r, t) in enumerate(zip(heads, relations, tails)):
+        if keep[e] and h < rows:
+            out[h] += relation[r] * entity[t] / degree[h]
+    return out
+
+
+@needs_kernel
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("drop", [False, True])
+@pytest.mark.parametrize("last", [False, True])
+def test_fused_hop_equals_the_torch_path_and_dense_sums(seed, drop, last):
+    args, n_relations = random_kg(seed)
+    fused, plain = KnowledgeGraph(*args, fused=True), KnowledgeGraph(*args, fused=False)
+    keep = torch.from_numpy(np.random.default_rng(seed + 7).random(fused.n_edges) < 0.6) if drop else None
+    entity = torch.randn(args[3], 8, dtype=torch.float64, requires_grad=True)
+    relation = torch.randn(n_relations, 8, dtype=torch.float64, requires_grad=True)
+    outputs, grads = [], []
+    for kg in (fused, plain):
+        out, items = kg.aggregate(kg.prepare(keep), last, entity, relation)
+        weights, item_weights = torch.randn_like(out), torch.randn_like(items)
+        loss = (out * weights).sum() + (items * item_weights).sum()
+        grads.append(torch.autograd.grad(loss, (entity, relation)) + (weights, item_weights))
+        outputs.append((out, items))
+    rows = args[4] if last else args[3]
+    torch.testing.assert_close(outputs[0][0], dense_hop(fused, keep, entity.detach(), relation.detach(), rows))
+    torch.testing.assert_close(outputs[0], outputs[1])
+    assert torch.equal(outputs[0][1], entity[: args[4]])
+    # gradients against the torch path with the same upstream gradients (items' included)
+    out, items = fused.aggregate(fused.prepare(keep), last, entity, relation)
+    loss = (out * grads[1][2]).sum() + (items * grads[1][3]).sum()
+    g_fused = torch.autograd.grad(loss, (entity, relation))
+    torch.testing.assert_close(g_fused[0], grads[1][0])
+    torch.testing.assert_close(g_fused[1], grads[1][1])
+
+
+@needs_kernel
+@pytest.mark.parametrize("last", [False, True])
+def test_fused_hop_gradcheck(last):
+    args, n_relations = random_kg(3, n_entities=12, n_items=4, n_relations=3, n_triples=40)
+    kg = KnowledgeGraph(*args, fused=True)
+    keep = torch.from_numpy(np.random.default_rng(1).random(kg.n_edges) < 0.7)
+    weights = kg.prepare(keep)
+    entity = torch.randn(args[3], 3, dtype=torch.float64, requires_grad=True)
+    relation = torch.randn(n_relations, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda e, r: kg.aggregate(weights, last, e, r), (entity, relation))
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_fused_hop_gives_the_same_sums_at_any_thread_count(threads):
+    args, n_relations = random_kg(4, n_entities=3000, n_items=500, n_relations=6, n_triples=60000)
+    kg = KnowledgeGraph(*args, fused=True)
+    entity = torch.randn(args[3], 16, requires_grad=True)
+    relation = torch.randn(n_relations, 16, requires_grad=True)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, threads):
+            torch.set_num_threads(count)
+            out, _ = kg.aggregate(kg.prepare(None), False, entity, relation)
+            results.append((out,) + torch.autograd.grad(out.pow(2).sum(), (entity, relation)))
+    finally:
+        torch.set_num_threads(before)
+    for single, many in zip(*results):
+        assert torch.equal(single, many)  # bit for bit: chunks do not follow the thread count
+
+
+def test_ninja_of_the_environment_is_put_on_path_once(monkeypatch):
+    """torch runs ``ninja`` from PATH; a Python run without an activated environment
+    must still find the pip package's binary."""
+    import ninja
+
+    from recbole_kgin.model import kernel_build
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    kernel_build._put_ninja_on_path()
+    assert os.environ["PATH"].split(os.pathsep) == [ninja.BIN_DIR, "/usr/bin", "/bin"]
+    kernel_build._put_ninja_on_path()
+    assert os.environ["PATH"].split(os.pathsep) == [ninja.BIN_DIR, "/usr/bin", "/bin"]
+    monkeypatch.delenv("PATH")
+    kernel_build._put_ninja_on_path()
+    assert os.environ["PATH"] == ninja.BIN_DIR  # no empty entry (the working folder)
+
+
+def test_fused_hop_refuses_edges_out_of_head_order():
+    from recbole_kgin.model.fused import FusedHop
+
+    heads, relations, tails = np.array([1, 0]), np.array([0, 0]), np.array([1, 0])
+    with pytest.raises(ValueError, match="sorted by head"):
+        FusedHop(heads, relations, tails, 2, 1)
+
+
+@needs_kernel
+def test_fused_hop_gives_rows_without_edges_zeros():
+    """Entities after the last head (no outgoing edge) still get their (zero) row."""
+    heads, relations, tails = np.array([0, 0, 1]), np.array([0, 1, 0]), np.array([3, 4, 2])
+    kg = KnowledgeGraph(heads, relations, tails, 6, 2, fused=True)
+    entity = torch.randn(6, 4, dtype=torch.float64)
+    relation = torch.randn(2, 4, dtype=torch.float64)
+    out, items = kg.aggregate(kg.prepare(None), False, entity, relation)
+    assert torch.equal(items, entity[:2])
+    assert out.shape == (6, 4) and torch.equal(out[2:], torch.zeros(4, 4, dtype=torch.float64))
+    torch.testing.assert_close(out[0], (relation[0] * entity[3] + relation[1] * entity[4]) / 2)
