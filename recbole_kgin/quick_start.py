@@ -17,6 +17,7 @@ from recbole_kgin.runtime.cpu_memory import keep_freed_memory_for_reuse
 from recbole_kgin.runtime.distributed import is_distributed, whole_loader
 from recbole_kgin.common.errors import UserInputError
 from recbole_kgin.utils import get_model, get_trainer
+from recbole_kgin.data import startup_cache
 from recbole_kgin.data.validate import require_valid
 
 
@@ -40,17 +41,33 @@ def reserve_checkpoint_path(path: str) -> str:
 
 def prepare_data(config: Config):
     """The dataset and its ``(train, valid, test)`` loaders, its files checked first;
-    split with ``split_seed`` where set (callers seed with ``seed`` before and after)."""
-    for warning in require_valid(config):
-        getLogger().warning(warning)
-    if config["split_seed"] is not None:
-        init_seed(config["split_seed"], config["reproducibility"])
-    if config["kg_items_only"] and config["MODEL_TYPE"] != ModelType.KNOWLEDGE:
-        dataset = KnowledgeBasedDataset(config)  # RecBole's KG filtering: linked items only
-    else:
-        dataset = create_dataset(config)
-    getLogger().info(dataset)
-    return dataset, data_preparation(config, dataset)
+    split with ``split_seed`` where set (callers seed with ``seed`` before and after).
+    With ``startup_cache`` they come from :mod:`recbole_kgin.data.startup_cache` where a
+    run on the same files and data settings kept them, and are kept there otherwise."""
+    logger = getLogger()
+    cached = startup_cache.load(config) if config["startup_cache"] else None
+    if cached is not None:
+        dataset, loaders, warnings = cached
+        for warning in warnings:
+            logger.warning(warning)
+        logger.info(set_color("startup cache", "blue") + f": {config['dataset']} read back, not rebuilt")
+        logger.info(dataset)
+        return dataset, loaders
+    warnings = require_valid(config)
+    for warning in warnings:
+        logger.warning(warning)
+    with startup_cache.recorded_rng(config) as record:
+        if config["split_seed"] is not None:
+            init_seed(config["split_seed"], config["reproducibility"])
+        if config["kg_items_only"] and config["MODEL_TYPE"] != ModelType.KNOWLEDGE:
+            dataset = KnowledgeBasedDataset(config)  # RecBole's KG filtering: linked items only
+        else:
+            dataset = create_dataset(config)
+        loaders = data_preparation(config, dataset)
+    logger.info(dataset)
+    if config["startup_cache"]:
+        startup_cache.save(config, dataset, loaders, warnings, record)
+    return dataset, loaders
 
 
 def build(config: Config, saved: bool = True):

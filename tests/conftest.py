@@ -58,8 +58,10 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def isolated_cwd(tmp_path, monkeypatch):
-    """RecBole writes log/, saved/ and log_tensorboard/ into the working folder."""
+    """RecBole writes log/, saved/ and log_tensorboard/ into the working folder;
+    recbole-kgin keeps its caches (processed data, synthetic datasets) in the test's own."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RECBOLE_KGIN_CACHE_DIR", str(tmp_path / "recbole-kgin-cache"))
     return tmp_path
 
 

@@ -156,6 +156,7 @@ def _runs(command: Invocation) -> bool:
 CHEAP = list({command.argv: command for command in reversed(CLI_COMMANDS) if _runs(command)}.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", CHEAP, ids=lambda command: command.name)
 def test_the_cheap_commands_of_the_docs_run(command: Invocation, tmp_path):
     completed = run_cli(command.argv, tmp_path)

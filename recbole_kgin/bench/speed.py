@@ -140,15 +140,24 @@ def measure(
     }
 
 
-def _run_child(model: str, args: argparse.Namespace, overrides: Dict[str, Any], batches: Optional[int]) -> Dict[str, Any]:
+def run_child(
+    model: str,
+    dataset: str,
+    epochs: int,
+    threads: str,
+    overrides: Dict[str, Any],
+    batches: Optional[int],
+    environment: Optional[Dict[str, str]] = None,
+) -> Dict[str, Any]:
+    """:func:`measure` in a fresh process (its peak RSS its own), with ``environment``."""
     command = [
         sys.executable, "-m", "recbole_kgin.bench.speed", "--child", model,
-        "--dataset", args.dataset, "--epochs", str(args.epochs),
-        "--overrides", json.dumps({**overrides, **model_overrides(model, args.threads)}),
+        "--dataset", dataset, "--epochs", str(epochs),
+        "--overrides", json.dumps({**overrides, **model_overrides(model, threads)}),
     ]  # fmt: skip
     if batches is not None:
         command += ["--batches", str(batches)]
-    completed = subprocess.run(command, capture_output=True, text=True)
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment)
     if completed.returncode != 0:
         tail = completed.stderr.strip().splitlines()[-1:] or ["no output"]
         raise SystemExit(f"error: benchmark of {model} failed: {tail[0]}")
@@ -211,8 +220,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--data_path", default=None, help="folder that contains <dataset>/")
     parser.add_argument("--synthetic", default=None, metavar="SHAPE",
                         help="generate (once) and use a synthetic dataset of a KGIN paper shape: "
-                             "amazon-book, last-fm, alibaba-ifashion; --scale shrinks it")
-    parser.add_argument("--scale", type=float, default=1.0, help="with --synthetic: share of the paper's sizes")
+                             "amazon-book, last-fm, alibaba-ifashion; --scale sizes it")
+    parser.add_argument("--scale", type=float, default=1.0, help="with --synthetic: multiple of the paper's sizes, in (0, 16] (1: the paper's)")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs per model")
     parser.add_argument("--batches", type=int, default=None, help="cut every model's epochs after this many batches")
     parser.add_argument("--recbole_batches", type=int, default=None,
@@ -259,7 +268,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with RunningLoad(None if busy == QUIET else busy, args.dataset, json.dumps(overrides)):
             for model in args.models.split(","):
                 batches = args.recbole_batches if model != "KGIN" and args.recbole_batches else args.batches
-                result = {"busy": busy, "dataset": args.dataset, **_run_child(model, args, overrides, batches),
+                result = {"busy": busy, "dataset": args.dataset, **run_child(model, args.dataset, args.epochs, args.threads, overrides, batches),
                           "command": command, "measured": when}
                 results.append(result)
                 if args.output:

@@ -50,6 +50,7 @@ def boolean() -> Check:
     return (lambda v: isinstance(v, bool), "True or False")
 
 
+NO_PICKLED_DATA = "recbole-kgin keeps processed data in its own checked cache (startup_cache) and never unpickles RecBole's"
 COMMON_CHECKS: Dict[str, Check] = {
     "epochs": non_negative_int(),
     "train_batch_size": positive_int(),
@@ -65,7 +66,14 @@ COMMON_CHECKS: Dict[str, Check] = {
     "cpu_threads": (lambda v: v == "auto" or (_is_int(v) and v > 0), "auto or a positive integer"),
     "thread_governor": boolean(),
     "cpu_malloc_tuning": boolean(),
+    "startup_cache": boolean(),
     "distributed_timeout": positive_number(),
+    # RecBole's pickled datasets and loaders are never written nor read (compat fix 11):
+    # processed data is cached by recbole-kgin itself (startup_cache)
+    "save_dataset": (lambda v: v is False, f"False: {NO_PICKLED_DATA}"),
+    "save_dataloaders": (lambda v: v is False, f"False: {NO_PICKLED_DATA}"),
+    "dataset_save_path": (lambda v: v is None, f"unset: {NO_PICKLED_DATA}"),
+    "dataloaders_save_path": (lambda v: v is None, f"unset: {NO_PICKLED_DATA}"),
 }
 
 

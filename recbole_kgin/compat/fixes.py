@@ -6,7 +6,8 @@ its modules slows every model trained after it is imported (fix 5), two of its o
 bugs reach users (fix 6: data-dependent metrics crash, for every model; fix 7:
 negative sampling that loops forever), every run prints third-party warnings that a
 user cannot act on (fix 8), its distributed training works on GPUs only (fix 9), and
-its workers race to create the same folders (fix 10). Each fix below names the
+its workers race to create the same folders (fix 10), and it unpickles saved datasets
+and dataloaders that it finds in ``saved/`` without being asked (fix 11). Each fix below names the
 RecBole line it addresses and leaves the math of the affected model unchanged.
 :func:`apply` installs all of them; it is idempotent and runs when
 :mod:`recbole_kgin` is imported.
@@ -22,6 +23,7 @@ import copy
 import functools
 import importlib
 import os
+import sys
 import types
 import warnings
 from typing import Any, Dict
@@ -29,6 +31,7 @@ from typing import Any, Dict
 import numpy as np
 import scipy.sparse as sp
 import torch
+from recbole.utils import ModelType
 
 
 # --- 1. torch >= 2.6: torch.load defaults to weights_only=True ---------------------
@@ -342,6 +345,45 @@ def _patch_ensure_dir_race() -> None:
         importlib.import_module(name).ensure_dir = _ensure_dir
 
 
+# --- 11. saved datasets and dataloaders are unpickled unasked ------------------------
+# recbole/data/utils.py:58-61 (create_dataset) unpickles
+# ``<checkpoint_dir>/<dataset>-<DatasetClass>.pth`` whenever that file exists, and
+# recbole/data/utils.py:118-122 (load_split_dataloaders, called first by
+# data_preparation) unpickles ``<checkpoint_dir>/<dataset>-for-<model>-dataloader.pth``:
+# anyone who can write into ``saved/`` runs code in the next run, without any setting.
+# Here the dataset is always built from its atomic files and the loaders from the
+# dataset; recbole-kgin keeps processed data in its own authenticated cache
+# (recbole_kgin/data/startup_cache.py), and its config checks refuse RecBole's
+# ``save_dataset``/``save_dataloaders`` keys. The dataset class is chosen as RecBole
+# chooses it.
+DATASET_CLASSES = {ModelType.GENERAL: "Dataset", ModelType.SEQUENTIAL: "SequentialDataset",
+                   ModelType.CONTEXT: "Dataset", ModelType.KNOWLEDGE: "KnowledgeBasedDataset",
+                   ModelType.TRADITIONAL: "Dataset", ModelType.DECISIONTREE: "Dataset"}  # fmt: skip
+
+
+def create_dataset_from_files(config: Any) -> Any:
+    """RecBole's ``create_dataset`` without its read of a pickled dataset."""
+    module = importlib.import_module("recbole.data.dataset")
+    name = config["model"] + "Dataset"
+    dataset_class = getattr(module, name) if hasattr(module, name) else getattr(module, DATASET_CLASSES[config["MODEL_TYPE"]])
+    return dataset_class(config)
+
+
+def _no_saved_dataloaders(config: Any) -> None:
+    """RecBole's ``load_split_dataloaders``, which never reads: the loaders are built."""
+    return None
+
+
+def _patch_pickled_data_loads() -> None:
+    data_utils = importlib.import_module("recbole.data.utils")
+    data_utils.load_split_dataloaders = _no_saved_dataloaders
+    importlib.import_module("recbole.data").create_dataset = create_dataset_from_files
+    data_utils.create_dataset = create_dataset_from_files
+    for name in ("recbole.quick_start.quick_start", "recbole.quick_start"):  # imported before: its own name
+        if name in sys.modules:
+            sys.modules[name].create_dataset = create_dataset_from_files
+
+
 def apply() -> None:
     """Install every fix; calling it again changes nothing."""
     _patch_trainer_torch_load()
@@ -354,3 +396,4 @@ def apply() -> None:
     _silence_known_warnings()
     _patch_ddp_on_cpu()
     _patch_ensure_dir_race()
+    _patch_pickled_data_loads()

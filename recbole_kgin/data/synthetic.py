@@ -20,7 +20,6 @@ Written as ``<name>.inter`` (user_id, item_id), ``<name>.kg`` and ``<name>.link`
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
@@ -30,6 +29,7 @@ import pandas as pd
 
 from recbole_kgin.common.atomic import replacing
 from recbole_kgin.common.errors import UserInputError
+from recbole_kgin.common.resources import user_cache_dir
 
 USER_EXPONENT = 0.8
 ITEM_EXPONENT = 1.0
@@ -48,7 +48,8 @@ class Shape:
     triples: int
 
     def scaled(self, scale: float) -> "Shape":
-        """Every count times ``scale`` (relations kept), at least 2 users and items."""
+        """Every count times ``scale`` (relations kept; below 1 a share, above 1 a multiple),
+        at least 2 users and items."""
         if scale == 1.0:
             return self
         size = lambda n: max(2, int(round(n * scale)))  # noqa: E731
@@ -143,8 +144,10 @@ def write_atomic_files(folder: Path, name: str, interactions: np.ndarray, triple
 
 def default_root() -> Path:
     """Where generated datasets go unless a folder is given: the user's cache."""
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "recbole-kgin" / "synthetic"
+    return user_cache_dir("synthetic")
+
+
+MAX_SCALE = 16.0  # 16x the Amazon-Book shape: 13.6M interactions, 40.9M triples
 
 
 def dataset_name(shape_name: str, scale: float) -> str:
@@ -156,8 +159,8 @@ def ensure_synthetic(shape_name: str, scale: float = 1.0, root: Optional[str] = 
     returns (dataset name, data_path folder holding ``<name>/``)."""
     if shape_name not in PAPER_SHAPES:
         raise UserInputError(f"unknown synthetic shape '{shape_name}': one of {', '.join(PAPER_SHAPES)}")
-    if not 0 < scale <= 1:
-        raise UserInputError(f"--scale {scale}: must be in (0, 1]")
+    if not 0 < scale <= MAX_SCALE:
+        raise UserInputError(f"--scale {scale}: must be in (0, {MAX_SCALE:g}]")
     name = dataset_name(shape_name, scale)
     data_path = Path(root) if root else default_root()
     folder = data_path / name

@@ -56,6 +56,7 @@ def _read(path: Path, kind: str) -> str:
     return torch.load(path, weights_only=True)["mark"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["text", "checkpoint"])
 def test_two_processes_writing_one_file_neither_collide_nor_tear_it(tmp_path, kind):
     target = tmp_path / "shared.out"

@@ -78,6 +78,7 @@ def test_kgat_builds_without_dgl(toy_root, monkeypatch):
     assert np.allclose(model.A_in.to_dense().numpy(), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["KGAT", "KGCN", "CKE"])
 def test_recbole_kg_baselines_train_one_epoch_through_our_entry_point(model):
     result = run_recbole_kgin(model, "ml-100k", config_dict=dict(FAST), saved=True)
@@ -85,6 +86,7 @@ def test_recbole_kg_baselines_train_one_epoch_through_our_entry_point(model):
     assert result["best_valid_score"] > 0.0
 
 
+@pytest.mark.slow
 def test_recbole_builtin_kgin_runs_when_torch_scatter_is_installed():
     pytest.importorskip("torch_scatter", reason="RecBoleKGIN needs torch-scatter (optional extra)")
     result = run_recbole_kgin("RecBoleKGIN", "ml-100k", config_dict=dict(FAST), saved=True)
@@ -113,12 +115,14 @@ def _anomaly_mode_after(code: str) -> str:
     return done.stdout.split()[-1]
 
 
+@pytest.mark.slow
 def test_looking_up_a_recbole_model_leaves_autograd_anomaly_detection_off():
     assert _anomaly_mode_after("import recbole.model.sequential_recommender") == "True"  # RecBole's SINE
     fixed = "import recbole_kgin\nfrom recbole_kgin.utils import get_model\nget_model('KGCN')"
     assert _anomaly_mode_after(fixed) == "False"
 
 
+@pytest.mark.slow
 def test_kgat_adjacency_builds_without_a_torch_warning():
     # torch warns once per process, so a fresh interpreter; every warning is an error there
     script = (

@@ -189,13 +189,53 @@ def test_trial_rows_read_every_report_of_a_trial_restored_in_a_new_process(tmp_p
     assert row.epochs_run == 2 and row.best_valid_score == pytest.approx(0.2)
 
 
+# Loaded into every Python process of the killed search (its Ray workers included) through
+# PYTHONPATH: RecBole's Trainer stops for good at epoch BLOCK_AT, after it marked the
+# moment, so the test kills the search mid-trial however fast the machine trains.
+BLOCKING_SITECUSTOMIZE = """
+import importlib.abc, importlib.util, os, pathlib, sys, time
+
+BLOCK_AT = int(os.environ["RECBOLE_KGIN_TEST_BLOCK_AT"])
+MARKER = pathlib.Path(os.environ["RECBOLE_KGIN_TEST_BLOCKED"])
+
+
+def _blocking(original):
+    def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+        if epoch_idx >= BLOCK_AT:
+            MARKER.touch()
+            while True:
+                time.sleep(1)
+        return original(self, train_data, epoch_idx, *args, **kwargs)
+    return _train_epoch
+
+
+class _PatchTrainer(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "recbole.trainer.trainer":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            module.Trainer._train_epoch = _blocking(module.Trainer._train_epoch)
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _PatchTrainer())
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("checkpoints_kept", [True, False])
 def test_a_search_killed_mid_trial_resumes_the_trial_from_its_checkpoint(tmp_path, toy_root, checkpoints_kept):
-    """As when its machine goes away: the search's process group is killed mid-trial; run
-    again with resume, the trial continues from its checkpoint and its repeated epochs
-    score exactly as before the kill. Where the checkpoints are gone (Ray's records
-    copied to a fresh machine without them) the trial starts again instead of failing."""
+    """As when its machine goes away: the search's process group is killed mid-trial (its
+    trial held at epoch 6 until then); run again with resume, the trial continues from its
+    checkpoint and any repeated epochs score exactly as before the kill. Where the
+    checkpoints are gone (Ray's records copied to a fresh machine without them) the trial
+    starts again instead of failing."""
     import csv
     import os
     import shutil
@@ -204,22 +244,29 @@ def test_a_search_killed_mid_trial_resumes_the_trial_from_its_checkpoint(tmp_pat
     import sys
     import time
 
+    epochs, block_at = 12, 5  # 0-based: epochs 1-5 are reported before the trial stops
     space = space_file(tmp_path, "learning_rate: {grid: [0.01]}\n")
     output = tmp_path / "out"
-    settings = {**TOY, "data_path": str(toy_root), "epochs": 700, "stopping_step": 1000}
-    arguments = dict(num_samples=1, scheduler="fifo", output=str(output), checkpoint_seconds=2.0, retrain=False)
+    settings = {**TOY, "data_path": str(toy_root), "epochs": epochs, "stopping_step": 1000}
+    arguments = dict(num_samples=1, scheduler="fifo", output=str(output), checkpoint_seconds=0.0, retrain=False)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(BLOCKING_SITECUSTOMIZE)
+    blocked = tmp_path / "blocked"
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+                   "RECBOLE_KGIN_TEST_BLOCK_AT": str(block_at), "RECBOLE_KGIN_TEST_BLOCKED": str(blocked)}  # fmt: skip
     code = f"from recbole_kgin.experiments.tune import run_tune\nrun_tune({space!r}, 'BPR', 'toy', None, {settings!r}, resume=True, **{arguments!r})"
-    search = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, start_new_session=True,
+    search = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, start_new_session=True, env=environment,
                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "search.log", "w"))  # fmt: skip
     experiment = output / "ray" / "BPR-toy"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     try:
-        while True:  # until Ray's record of the experiment names a checkpoint: it is written every 10 s
-            assert search.poll() is None, "the search ended before it was killed: " + (tmp_path / "search.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        while True:  # until the trial is held and Ray's record of the experiment names its checkpoint
+            assert search.poll() is None, "the search ended: " + (tmp_path / "search.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the trial was not held with a checkpoint within 600 s"
             checkpoints = sorted(experiment.glob("*/checkpoint_*"))
             states = sorted(experiment.glob("experiment_state-*.json"))
-            if checkpoints and states and states[-1].stat().st_mtime > checkpoints[0].stat().st_mtime:
+            if blocked.exists() and checkpoints and states and states[-1].stat().st_mtime > checkpoints[-1].stat().st_mtime:
                 break
             time.sleep(0.2)
     finally:
@@ -231,16 +278,19 @@ def test_a_search_killed_mid_trial_resumes_the_trial_from_its_checkpoint(tmp_pat
             shutil.rmtree(checkpoint)
     # the resumed process checkpoints at every report, its first included: Ray's progress.csv
     # then gets rows with a column its header lacks (should_checkpoint), as on ml-1m
-    outcome = run_tune(space, "BPR", "toy", None, settings, resume=True, **{**arguments, "checkpoint_seconds": 0.0})
+    outcome = run_tune(space, "BPR", "toy", None, settings, resume=True, **arguments)
     (trial,) = outcome["trials"]
-    assert trial.status == "completed" and trial.epochs_run == 700
+    assert trial.status == "completed" and trial.epochs_run == epochs
     (progress,) = experiment.glob("*/progress.csv")
     reports = [(int(row["epoch"]), float(row["valid_score"])) for row in csv.DictReader(open(progress))]
-    epochs = [epoch for epoch, _ in reports]
-    assert set(epochs) == set(range(1, 701))
-    assert epochs.count(1) == (1 if checkpoints_kept else 2)  # resumed; or, without checkpoints, restarted
-    repeated = {epoch for epoch in epochs if epochs.count(epoch) > 1}
-    for epoch in repeated:  # reported before the kill and again after the resume: the same training
+    reported = [epoch for epoch, _ in reports]
+    assert set(reported) == set(range(1, epochs + 1))
+    assert reported[:block_at] == list(range(1, block_at + 1))  # before the kill
+    # resumed after its last checkpoint (epoch 5: nothing repeated); without checkpoints, restarted
+    assert reported[block_at] == (block_at + 1 if checkpoints_kept else 1)
+    repeated = {epoch for epoch in reported if reported.count(epoch) > 1}
+    assert len(repeated) == (0 if checkpoints_kept else block_at)
+    for epoch in repeated:  # reported before the kill and again after the restart: the same training
         assert len({score for e, score in reports if e == epoch}) == 1
     assert not list(experiment.glob("*/checkpoint_*"))  # deleted once the trial ended
 

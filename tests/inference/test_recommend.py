@@ -95,6 +95,7 @@ def test_all_users_get_recbole_test_ranking_with_titles(checkpoint, trained, tmp
         )
 
 
+@pytest.mark.slow
 def test_a_users_file_and_a_list_give_the_same_rows_as_all_users(checkpoint, tmp_path):
     everyone = tmp_path / "all.csv"
     assert main(["--recommend", checkpoint, "--top", "5", "--output", str(everyone)]) == 0
@@ -232,6 +233,7 @@ def test_bad_recommend_input_is_one_line_and_writes_nothing(checkpoint, tmp_path
     assert not output.exists() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_outputs_are_never_replaced_unasked_nor_left_half_written(checkpoint, tmp_path, capsys, monkeypatch):
     output = tmp_path / "recs.csv"
     output.write_text("mine\n")
@@ -277,6 +279,7 @@ def test_outputs_are_never_replaced_unasked_nor_left_half_written(checkpoint, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recs.csv", "vectors"]
 
 
+@pytest.mark.slow
 def test_the_script_exits_2_with_one_line(checkpoint, tmp_path):
     output = tmp_path / "recs.csv"
     completed = subprocess.run(

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import recbole_kgin.model.graph as graph
-from recbole_kgin.model.graph import CSRPattern, InteractionGraph, KnowledgeGraph
+from recbole_kgin.model.graph import CSRPattern, InteractionGraph, KnowledgeGraph, unique_triples
 
 N_ENTITIES, N_ITEMS, N_RELATIONS, D = 9, 4, 3, 5
 
@@ -141,3 +141,14 @@ def test_interaction_mean_over_kept_items_divides_by_all_items(users, dropped):
     upstream = torch.randn_like(expected)
     got = torch.autograd.grad((means * upstream).sum(), items)[0]
     assert torch.allclose(got, torch.autograd.grad((expected * upstream).sum(), items)[0])
+
+
+@pytest.mark.parametrize("n_entities, n_relations", [(40, 3), (7, 1), (2**21, 2**20)])
+def test_unique_triples_are_numpys_unique_rows(n_entities, n_relations):
+    rng = np.random.default_rng(1)
+    rows = np.stack([rng.integers(0, n_entities, 500), rng.integers(0, n_relations, 500), rng.integers(0, n_entities, 500)], 1)
+    rows = np.concatenate([rows, rows[:100]])  # duplicates
+    expected = np.unique(rows.astype(np.int64), axis=0)
+    found = unique_triples(rows[:, 0], rows[:, 1], rows[:, 2], n_entities)
+    assert found.dtype == np.int64 and np.array_equal(found, expected)
+    assert unique_triples(*(np.zeros(0, dtype=np.int64),) * 3, n_entities).shape == (0, 3)
