@@ -57,11 +57,12 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
-def isolated_cwd(tmp_path, monkeypatch):
+def isolated_cwd(tmp_path, tmp_path_factory, monkeypatch):
     """RecBole writes log/, saved/ and log_tensorboard/ into the working folder;
-    recbole-kgin keeps its caches (processed data, synthetic datasets) in the test's own."""
+    recbole-kgin keeps its caches (processed data, synthetic datasets) in a folder of the
+    test's own, beside it."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("RECBOLE_KGIN_CACHE_DIR", str(tmp_path / "recbole-kgin-cache"))
+    monkeypatch.setenv("RECBOLE_KGIN_CACHE_DIR", str(tmp_path_factory.mktemp("recbole-kgin-cache")))
     return tmp_path
 
 

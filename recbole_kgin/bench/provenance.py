@@ -42,7 +42,7 @@ def machine() -> str:
 
 
 def measured_on() -> str:
-    """Today's date and :func:`machine`: ``2026-12-03 on AMD EPYC ..., 2 CPU(s) usable, ...``."""
+    """The date of the measurement and :func:`machine`: ``2026-12-03 on AMD EPYC ..., 2 CPU(s) usable, ...``."""
     return f"{datetime.date.today().isoformat()} on {machine()}"
 
 

@@ -143,12 +143,16 @@ def test_interaction_mean_over_kept_items_divides_by_all_items(users, dropped):
     assert torch.allclose(got, torch.autograd.grad((expected * upstream).sum(), items)[0])
 
 
-@pytest.mark.parametrize("n_entities, n_relations", [(40, 3), (7, 1), (2**21, 2**20)])
-def test_unique_triples_are_numpys_unique_rows(n_entities, n_relations):
+@pytest.mark.parametrize(
+    "n_entities, n_relations, dtype",
+    [(40, 3, np.int64), (7, 1, np.int32), (2**22, 2**20, np.int64)],  # the last: int64 keys would overflow
+)
+def test_unique_triples_are_numpys_unique_rows(n_entities, n_relations, dtype):
     rng = np.random.default_rng(1)
     rows = np.stack([rng.integers(0, n_entities, 500), rng.integers(0, n_relations, 500), rng.integers(0, n_entities, 500)], 1)
-    rows = np.concatenate([rows, rows[:100]])  # duplicates
+    rows[0] = (n_entities - 1, n_relations - 1, n_entities - 1)  # the largest ids occur
+    rows = np.concatenate([rows, rows[:100]]).astype(dtype)  # duplicates
     expected = np.unique(rows.astype(np.int64), axis=0)
     found = unique_triples(rows[:, 0], rows[:, 1], rows[:, 2], n_entities)
-    assert found.dtype == np.int64 and np.array_equal(found, expected)
+    assert found.dtype == np.int64 and found.shape == expected.shape and np.array_equal(found, expected)
     assert unique_triples(*(np.zeros(0, dtype=np.int64),) * 3, n_entities).shape == (0, 3)
