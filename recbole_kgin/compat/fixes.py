@@ -7,7 +7,8 @@ bugs reach users (fix 6: data-dependent metrics crash, for every model; fix 7:
 negative sampling that loops forever), every run prints third-party warnings that a
 user cannot act on (fix 8), its distributed training works on GPUs only (fix 9), and
 its workers race to create the same folders (fix 10), and it unpickles saved datasets
-and dataloaders that it finds in ``saved/`` without being asked (fix 11). Each fix below names the
+and dataloaders that it finds in ``saved/`` without being asked (fix 11), and it builds the
+KG sampler's tables for models that never draw from it (fix 12). Each fix below names the
 RecBole line it addresses and leaves the math of the affected model unchanged.
 :func:`apply` installs all of them; it is idempotent and runs when
 :mod:`recbole_kgin` is imported.
@@ -384,6 +385,44 @@ def _patch_pickled_data_loads() -> None:
             sys.modules[name].create_dataset = create_dataset_from_files
 
 
+# --- 12. the KG sampler's used ids are built for models that never draw KG negatives --
+# recbole/sampler/sampler.py:312-323 (KGSampler.__init__, through AbstractSampler.__init__,
+# sampler.py:39) builds ``used_ids`` at once: a Python loop over every KG triple into
+# one set per head entity (sampler.py:337-339), some seconds for the 5M triples of the
+# Amazon-Book shape, and the sets then fill the start-up cache. Only models that RecBole
+# trains in its KG modes (KGAT, CKE, KTUP, ...) draw KG negatives; KGIN and KGCN never
+# do. ``used_ids`` becomes a property that builds them on first read: the same sets, at
+# the first KG batch of the models that draw them.
+def _kg_sampler_init(self: Any, dataset: Any, distribution: str = "uniform", alpha: float = 1.0) -> None:
+    """RecBole's ``KGSampler.__init__`` (sampler.py:312-323, 36-40) without building ``used_ids``."""
+    self.dataset = dataset
+    self.hid_field = dataset.head_entity_field
+    self.tid_field = dataset.tail_entity_field
+    self.hid_list = dataset.head_entities
+    self.tid_list = dataset.tail_entities
+    self.head_entities = set(dataset.head_entities)
+    self.entity_num = dataset.entity_num
+    self.distribution = ""
+    self.alpha = alpha
+    self.set_distribution(distribution)
+
+
+def _used_ids_on_first_read(self: Any) -> Any:
+    if self.__dict__.get("_used_ids") is None:
+        self.__dict__["_used_ids"] = self.get_used_ids()
+    return self.__dict__["_used_ids"]
+
+
+def _set_used_ids(self: Any, value: Any) -> None:
+    self.__dict__["_used_ids"] = value
+
+
+def _patch_kg_sampler_used_ids_on_demand() -> None:
+    sampler = importlib.import_module("recbole.sampler.sampler")
+    sampler.KGSampler.__init__ = _kg_sampler_init
+    sampler.KGSampler.used_ids = property(_used_ids_on_first_read, _set_used_ids)
+
+
 def apply() -> None:
     """Install every fix; calling it again changes nothing."""
     _patch_trainer_torch_load()
@@ -397,3 +436,4 @@ def apply() -> None:
     _patch_ddp_on_cpu()
     _patch_ensure_dir_race()
     _patch_pickled_data_loads()
+    _patch_kg_sampler_used_ids_on_demand()

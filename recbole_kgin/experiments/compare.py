@@ -50,10 +50,11 @@ from recbole_kgin.utils import get_model
 
 MAIN_METRICS = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
 # Keys that change how a run is shown, where it writes or how fast it computes, not what
-# it computes (the speed keys change float rounding at most).
+# it computes (the speed keys change float rounding at most; the start-up cache serves
+# the data bit for bit).
 UNHASHED_KEYS = {
     "show_progress", "state", "checkpoint_dir", "gpu_id", "device", "log_wandb", "wandb_project", "worker",
-    "cpu_threads", "thread_governor", "cpu_malloc_tuning", "fused_kernel", "distributed_timeout",
+    "cpu_threads", "thread_governor", "cpu_malloc_tuning", "fused_kernel", "distributed_timeout", "startup_cache",
 }  # fmt: skip
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from recbole_kgin.model.kernel_build import kernel
+from recbole_kgin.model.sorting import stable_order
 
 __all__ = ["FusedHop", "KeptEdges", "dropout_normalize", "kernel", "relational_mean"]
 
@@ -63,7 +64,7 @@ class FusedHop:
         pointers = lambda rows: torch.from_numpy(  # noqa: E731
             np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_entities))]).astype(np.int64)
         )
-        by_tail = np.argsort(tails, kind="stable")  # within a tail, heads still ascend
+        by_tail = stable_order(torch.from_numpy(np.asarray(tails, dtype=np.int64))).numpy()  # within a tail, heads ascend
         self.crow, self.col, self.rel = pointers(heads), index(tails), index(relations)
         self.crow_t, self.head_t, self.rel_t = pointers(tails), index(heads[by_tail]), index(relations[by_tail])
         self.perm_t = index(by_tail)

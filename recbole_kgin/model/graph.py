@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_kgin.model.fused import FusedHop, relational_mean
+from recbole_kgin.model.sorting import sorted_unique, stable_order
 
 Prepared = Tuple["CSRPattern", torch.Tensor]  # a batch's pattern and its values
 
@@ -56,10 +57,9 @@ class CSRPattern:
     """
 
     def __init__(self, rows: torch.Tensor, cols: torch.Tensor, shape: Tuple[int, int]) -> None:
-        order = np.lexsort((rows.cpu().numpy(), cols.cpu().numpy()))
         self.shape = shape
         self.row, self.col = rows, cols
-        self.perm_t = torch.from_numpy(order).to(rows.device)
+        self.perm_t = stable_order(cols)  # rows ascend: by column, then row
         self.crow = _row_pointers(rows, shape[0])
         self.crow_t = _row_pointers(cols.index_select(0, self.perm_t), shape[1])
         self.col_t = rows.index_select(0, self.perm_t)
@@ -245,7 +245,7 @@ def unique_triples(heads: np.ndarray, relations: np.ndarray, tails: np.ndarray, 
     smallest = min((int(column.min()) for column in (heads, relations, tails) if len(column)), default=0)
     if smallest < 0 or n_entities * n_relations * n_entities >= 2**62:
         return np.unique(np.stack([heads, relations, tails], axis=1), axis=0).reshape(-1, 3)
-    keys = np.unique((heads * n_relations + relations) * n_entities + tails)
+    keys = sorted_unique((heads * n_relations + relations) * n_entities + tails)
     triples = np.empty((len(keys), 3), dtype=np.int64)
     np.floor_divide(keys, n_relations * n_entities, out=triples[:, 0])
     np.remainder(keys // n_entities, n_relations, out=triples[:, 1])
@@ -352,7 +352,8 @@ class InteractionGraph:
     """
 
     def __init__(self, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> None:
-        pairs = np.unique(np.stack([users, items], axis=1).astype(np.int64), axis=0).reshape(-1, 2)
+        keys = sorted_unique(np.asarray(users, dtype=np.int64) * n_items + np.asarray(items, dtype=np.int64))
+        pairs = np.stack([keys // n_items, keys % n_items], axis=1)  # by user, then item
         self.pattern = CSRPattern(
             torch.from_numpy(pairs[:, 0].copy()), torch.from_numpy(pairs[:, 1].copy()), (n_users, n_items)
         )

@@ -172,3 +172,32 @@ def test_a_folder_another_worker_creates_meanwhile_is_no_error(tmp_path, monkeyp
     new = tmp_path / "saved" / "nested"
     recbole_trainer.ensure_dir(str(new))
     assert new.is_dir()
+
+
+def test_the_kg_samplers_used_ids_are_built_on_first_read_only(toy_root, monkeypatch):
+    import recbole.sampler.sampler as recbole_sampler
+
+    builds = []
+    original = recbole_sampler.KGSampler.get_used_ids
+    monkeypatch.setattr(recbole_sampler.KGSampler, "get_used_ids", lambda self: builds.append(1) or original(self))
+    config = Config("KGIN", "toy", config_dict=toy_settings(toy_root))
+    _, (train_data, _, _), _, trainer = build(config, saved=False)
+    kg_sampler = train_data.kg_dataloader._sampler
+    assert isinstance(kg_sampler, recbole_sampler.KGSampler)
+    trainer.fit(train_data, show_progress=False, saved=False)  # KGIN never draws KG negatives ...
+    assert not builds  # ... so the sets were never built
+    # On first read: RecBole's sets, one per entity, of each head's tails, built once.
+    used = kg_sampler.used_ids
+    expected = [set() for _ in range(kg_sampler.entity_num)]
+    for head, tail in zip(kg_sampler.hid_list, kg_sampler.tid_list):
+        expected[head].add(tail)
+    assert list(used) == expected and kg_sampler.used_ids is used and len(builds) == 1
+    drawn = kg_sampler.sample_by_entity_ids(kg_sampler.hid_list[:20], 1)
+    assert all(tail not in used[head] for head, tail in zip(kg_sampler.hid_list[:20], drawn))
+
+
+def test_kgat_draws_kg_negatives_with_the_sets_built_on_demand(toy_root):
+    config = Config("KGAT", "toy", config_dict=toy_settings(toy_root, epochs=1))
+    _, (train_data, valid_data, _), _, trainer = build(config, saved=False)
+    trainer.fit(train_data, valid_data, show_progress=False, saved=False)
+    assert len(train_data.kg_dataloader._sampler.__dict__["_used_ids"]) == train_data.kg_dataloader._sampler.entity_num

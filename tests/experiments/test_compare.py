@@ -140,3 +140,16 @@ def test_force_trains_a_killed_run_from_the_first_epoch(settings, tmp_path, monk
     trained = _record_trained_epochs(monkeypatch)
     (row,) = run_comparison(["BPR"], "toy", None, settings, output, force=True)
     assert trained == [0, 1, 2, 3] and row.epochs_run == 4 and len(row.valid_curve) == 4
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("cpu_threads", 1), ("fused_kernel", False), ("startup_cache", False), ("cpu_malloc_tuning", False)],
+)
+def test_speed_keys_leave_a_runs_cache_key_as_it_was(settings, key, value):
+    from recbole_kgin.config import Config
+    from recbole_kgin.experiments.compare import config_hash
+
+    plain = config_hash(Config("KGIN", "toy", config_dict=settings))
+    assert config_hash(Config("KGIN", "toy", config_dict={**settings, key: value})) == plain
+    assert config_hash(Config("KGIN", "toy", config_dict={**settings, "learning_rate": 0.0123})) != plain
