@@ -18,6 +18,7 @@ from recbole_kgin.runtime.distributed import is_distributed, whole_loader
 from recbole_kgin.common.errors import UserInputError
 from recbole_kgin.utils import get_model, get_trainer
 from recbole_kgin.data import startup_cache
+from recbole_kgin.data.checksum import data_checksums
 from recbole_kgin.data.validate import require_valid
 
 
@@ -45,7 +46,8 @@ def prepare_data(config: Config):
     With ``startup_cache`` they come from :mod:`recbole_kgin.data.startup_cache` where a
     run on the same files and data settings kept them, and are kept there otherwise."""
     logger = getLogger()
-    cached = startup_cache.load(config) if config["startup_cache"] else None
+    files = data_checksums(config) if config["startup_cache"] else None  # hashed once, compared after the build
+    cached = startup_cache.load(config, files=files) if config["startup_cache"] else None
     if cached is not None:
         dataset, loaders, warnings = cached
         for warning in warnings:
@@ -66,7 +68,7 @@ def prepare_data(config: Config):
         loaders = data_preparation(config, dataset)
     logger.info(dataset)
     if config["startup_cache"]:
-        startup_cache.save(config, dataset, loaders, warnings, record)
+        startup_cache.save(config, dataset, loaders, warnings, record, files=files)
     return dataset, loaders
 
 

@@ -147,14 +147,15 @@ def recorded_rng(config: Any) -> Iterator[Recording]:
     record.end = rng_states()
 
 
-def entry_key(config: Any, start: str) -> str:
+def entry_key(config: Any, start: str, files: Optional[Dict[str, str]] = None) -> str:
     """The hex SHA-256 naming the entry of ``config``'s data, built from generators
-    in the state ``start`` (:func:`rng_digest`)."""
+    in the state ``start`` (:func:`rng_digest`) from files of the checksums ``files``
+    (:func:`data_checksums`, computed here where not given)."""
     recipe = {
         "rng": start,
         "format": FORMAT,
         "versions": [recbole.__version__, torch.__version__, sys.version],
-        "files": data_checksums(config),
+        "files": data_checksums(config) if files is None else files,
         "config": data_key_values(config),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
@@ -272,24 +273,33 @@ def save(
     warnings: Sequence[str],
     record: Recording,
     folder: Optional[Path] = None,
+    files: Optional[Dict[str, str]] = None,
 ) -> Optional[Path]:
     """Keep ``(dataset, loaders)``, the data check's ``warnings`` and the generators'
     states after the build (``record``) under ``config``'s key; the path written, or
-    None where the cache is not usable."""
+    None where the cache is not usable. ``files``: the checksums of the dataset's files
+    before the build; where the files differ now (another process wrote them meanwhile),
+    nothing is kept, since the build may have read either version."""
     folder = private_folder(folder)
     secret = folder and secret_key(folder)
     if not secret:
         return None
+    if files is not None and data_checksums(config) != files:
+        getLogger().warning(f"{config['dataset']}: its files changed while they were read; not kept in the startup cache")
+        return None
     payload = _pickled((dataset, tuple(loaders), list(warnings), record.end))
-    path = folder / (entry_key(config, record.start) + SUFFIX)
+    path = folder / (entry_key(config, record.start, files) + SUFFIX)
     with replacing(path) as temporary:
         temporary.write_bytes(_sign(secret, payload) + payload)
     _evict(folder)
     return path
 
 
-def load(config: Any, folder: Optional[Path] = None) -> Optional[Tuple[Any, Tuple[Any, Any, Any], list]]:
-    """``(dataset, (train, valid, test), warnings)`` of ``config``'s key, bound to
+def load(
+    config: Any, folder: Optional[Path] = None, files: Optional[Dict[str, str]] = None
+) -> Optional[Tuple[Any, Tuple[Any, Any, Any], list]]:
+    """``(dataset, (train, valid, test), warnings)`` of ``config``'s key (``files``: the
+    data files' checksums, computed where not given), bound to
     ``config``, the generators set as the build left them; None
     where there is no entry, the cache is not usable, or the entry fails its HMAC (then
     it is removed, with a warning)."""
@@ -297,7 +307,7 @@ def load(config: Any, folder: Optional[Path] = None) -> Optional[Tuple[Any, Tupl
     secret = folder and secret_key(folder)
     if not secret:
         return None
-    path = folder / (entry_key(config, rng_digest(config)) + SUFFIX)
+    path = folder / (entry_key(config, rng_digest(config), files) + SUFFIX)
     try:
         blob = path.read_bytes()
     except FileNotFoundError:

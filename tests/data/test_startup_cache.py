@@ -180,3 +180,19 @@ def test_object_arrays_of_tensors_come_back_equal():
     generator = torch.Generator().manual_seed(3)
     again = pickle.loads(startup_cache._pickled(generator))
     assert torch.equal(again.get_state(), generator.get_state())
+
+
+def test_files_changed_while_they_are_read_are_not_kept(toy_root, builds, monkeypatch, caplog):
+    original = quick_start.create_dataset
+
+    def build_then_change(config):  # another process rewrites the file during the build
+        dataset = original(config)
+        path = toy_root / "toy" / "toy.inter"
+        path.write_text(path.read_text() + path.read_text().splitlines()[1] + "\n")
+        return dataset
+
+    monkeypatch.setattr(quick_start, "create_dataset", build_then_change)
+    with caplog.at_level(logging.WARNING):
+        prepared(toy_root)
+    assert "changed while they were read" in caplog.text
+    assert not list(cache_folder().glob("*" + startup_cache.SUFFIX))
