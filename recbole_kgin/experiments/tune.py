@@ -220,9 +220,15 @@ def trial_reports(result):
     return pd.DataFrame.from_records(records) if records else None
 
 
+def _trial_order(result) -> str:
+    """A trial's place in its search: Ray names trial folders ``<trainable>_<experiment>_<5-digit
+    counter>_...`` in the order it created them, while a resumed search lists them in another."""
+    return os.path.basename(str(result.path or "").rstrip("/"))
+
+
 def _trial_rows(result_grid, max_epochs: int, bigger: bool) -> List[TrialRow]:
     rows = []
-    for index, result in enumerate(result_grid):
+    for index, result in enumerate(sorted(result_grid, key=_trial_order)):
         frame = final_run(trial_reports(result))
         reported = frame is not None and "valid_score" in getattr(frame, "columns", [])
         scores = list(frame["valid_score"]) if reported else []

@@ -189,6 +189,23 @@ def test_trial_rows_read_every_report_of_a_trial_restored_in_a_new_process(tmp_p
     assert row.epochs_run == 2 and row.best_valid_score == pytest.approx(0.2)
 
 
+def test_trial_rows_follow_the_order_ray_created_the_trials_in(tmp_path):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from recbole_kgin.experiments.tune import _trial_rows
+
+    def trial(counter, rate):
+        frame = pd.DataFrame([{"valid_score": rate, "stopped_by_recbole": True}])
+        path = tmp_path / f"_trainable_a5b11_{counter:05d}_{counter}_planned=x"
+        return SimpleNamespace(path=str(path), metrics_dataframe=frame, error=None, config={"learning_rate": rate})
+
+    listed = [trial(11, 0.3), trial(2, 0.1), trial(10, 0.2)]  # as a resumed search lists them
+    rows = _trial_rows(listed, max_epochs=5, bigger=True)
+    assert [(row.trial, row.params["learning_rate"]) for row in rows] == [("trial 0", 0.1), ("trial 1", 0.2), ("trial 2", 0.3)]
+
+
 # Loaded into every Python process of the killed search (its Ray workers included) through
 # PYTHONPATH: RecBole's Trainer stops for good at epoch BLOCK_AT, after it marked the
 # moment, so the test kills the search mid-trial however fast the machine trains.
