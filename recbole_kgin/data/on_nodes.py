@@ -24,7 +24,9 @@ to others, so no other user can plant, link or edit anything in it. A copy is wr
 into a fresh staging folder, synced, checked and renamed into place, under a lock
 (one writer per dataset and node); a checked copy is never removed, since trials may be
 reading it; a copy that fails the check is set aside and removed. A failed write (a
-full disk, say) removes its staging folder and becomes the node's one-line problem.
+full disk, say) removes its staging folder and becomes the node's one-line problem; a
+staging folder left by a writer killed mid-copy is removed by a later one that holds the
+lock, once nothing has written to it for :data:`STALE_AFTER` seconds.
 
 Ray's own ``runtime_env`` (``working_dir``) also ships a folder to every node, but it is
 set once per Ray job (a search attached to a Ray the caller started cannot add it),
@@ -39,6 +41,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -52,6 +55,8 @@ SHIP, SHARED = "ship", "shared"
 MODES = (SHIP, SHARED)
 WRITE_TIMEOUT = 600.0
 """Seconds a trial waits for another process on its node that writes the same dataset."""
+STALE_AFTER = 3600.0
+"""Seconds after which a staging folder nothing writes to any more is a killed writer's."""
 
 
 @dataclass(frozen=True)
@@ -139,11 +144,18 @@ def write_local_copy(expected: DatasetFiles, fetch: Callable[[], Dict[str, bytes
     except UserInputError as error:
         return str(error), Path(tempfile.gettempdir())
     target = root / expected.name
+    lock = root / f".{expected.name}.lock"
     if target.is_dir() and problem_with(target, expected) is None:
+        try:
+            with FileLock(lock, timeout=0):  # only when no writer holds it
+                _remove_stale_staging(root, expected.name)
+        except (Timeout, OSError):
+            pass
         return None, root
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with FileLock(root / f".{expected.name}.lock", timeout=WRITE_TIMEOUT):
+        with FileLock(lock, timeout=WRITE_TIMEOUT):
+            _remove_stale_staging(root, expected.name)
             if not (target.is_dir() and problem_with(target, expected) is None):  # no other trial wrote it meanwhile
                 _write_copy(root, target, fetch())
     except Timeout:
@@ -151,6 +163,22 @@ def write_local_copy(expected: DatasetFiles, fetch: Callable[[], Dict[str, bytes
     except OSError as error:
         return f"cannot write the shipped dataset to {root} ({error.strerror or error}); free space there or set TMPDIR", root
     return problem_with(target, expected), root
+
+
+def _remove_stale_staging(root: Path, name: str) -> None:
+    """Remove the staging folders ``.<name>.*`` in ``root`` (left by writers killed
+    mid-copy) that nothing has written to for :data:`STALE_AFTER` seconds; the caller
+    holds the dataset's lock."""
+    cutoff = time.time() - STALE_AFTER
+    for entry in root.iterdir():
+        if not entry.name.startswith(f".{name}.") or entry.is_symlink() or not entry.is_dir():
+            continue  # the lock file, or not a staging folder
+        try:
+            touched = max([entry.lstat().st_mtime, *(inner.lstat().st_mtime for inner in entry.rglob("*"))])
+        except OSError:  # removed meanwhile
+            continue
+        if touched < cutoff:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _write_copy(root: Path, target: Path, payload: Dict[str, bytes]) -> None:

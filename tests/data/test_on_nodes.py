@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,37 @@ def test_a_shipped_copy_is_written_once_checked_and_repaired(folder, tmp_path, m
     assert prepare_here(expected, SHIP, lambda: read_payload(expected)) == (None, data_path)
     assert (copy / "toy.kg").read_bytes() == (folder / "toy.kg").read_bytes()
     assert not [p for p in copy.parent.iterdir() if p.is_dir() and p.name.startswith(".")]  # no staging folder left
+
+
+def test_a_killed_writers_staging_folder_is_removed_and_one_in_use_kept(folder, tmp_path, monkeypatch):
+    (tmp_path / "node").mkdir()
+    monkeypatch.setattr(on_nodes.tempfile, "gettempdir", lambda: str(tmp_path / "node"))
+    expected = describe(folder, "toy")
+    root = on_nodes.local_root(expected)
+    root.mkdir(parents=True)
+    long_ago = time.time() - on_nodes.STALE_AFTER - 60
+
+    def staging(written: float) -> Path:
+        """A staging folder as a writer leaves it, its file last written at ``written``."""
+        planted = Path(tempfile.mkdtemp(prefix=".toy.", dir=root))
+        (planted / "toy.inter").write_text("half a copy")
+        for path in (planted / "toy.inter", planted):
+            os.utime(path, (written, written))
+        return planted
+
+    killed, writing = staging(long_ago), staging(time.time())
+    slow = staging(long_ago)
+    os.utime(slow / "toy.inter")  # a writer still writing its file
+    assert prepare_here(expected, SHIP, lambda: read_payload(expected))[0] is None  # writes the copy
+    assert not killed.exists() and writing.is_dir() and slow.is_dir()
+
+    def no_fetch():
+        raise AssertionError("a checked copy was fetched again")
+
+    killed = staging(long_ago)  # the copy is in place: a trial that only checks it removes it too
+    assert prepare_here(expected, SHIP, no_fetch)[0] is None
+    assert not killed.exists() and writing.is_dir() and slow.is_dir()
+    assert (root / "toy" / "toy.inter").read_bytes() == (folder / "toy.inter").read_bytes()
 
 
 def test_shared_mode_reads_the_drivers_path(folder):
