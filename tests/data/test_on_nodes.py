@@ -192,6 +192,67 @@ def test_a_folder_planted_by_another_user_is_refused_in_one_line(shared, with_co
     )
 
 
+# The same attacks arranged by this user (no second user needed): the defences do not
+# depend on who planted the link or the folder.
+@pytest.fixture
+def node(tmp_path, monkeypatch) -> Path:
+    """This test's node temporary folder."""
+    (tmp_path / "node").mkdir()
+    monkeypatch.setattr(on_nodes.tempfile, "gettempdir", lambda: str(tmp_path / "node"))
+    return tmp_path / "node"
+
+
+def _notes(folder: Path, digest: str) -> Path:
+    """A folder of the user's own, with files where a copy would go if a link to it were followed."""
+    for kept in (folder / "toy", folder / "datasets" / digest / "toy"):
+        kept.mkdir(parents=True)
+        (kept / "notes.txt").write_text("mine")
+    folder.chmod(0o700)
+    return folder
+
+
+def test_a_link_at_the_private_folders_path_is_never_followed(folder, node, tmp_path):
+    expected = describe(folder, "toy")
+    notes = _notes(tmp_path / "notes", expected.digest)
+    (node / f"recbole-kgin-{os.getuid()}").symlink_to(notes)
+    problem, _ = prepare_here(expected, SHIP, lambda: read_payload(expected))
+    assert problem is not None and "is not a folder of yours" in problem and "\n" not in problem
+    assert sorted(p.name for p in notes.rglob("*")) == sorted(["datasets", expected.digest, "notes.txt", "notes.txt", "toy", "toy"])
+
+
+@pytest.mark.parametrize("pointing_to", ["other files", "identical copy", "nothing"])
+def test_a_link_at_the_copys_path_is_replaced_by_a_real_copy_never_followed(folder, node, tmp_path, pointing_to):
+    expected = describe(folder, "toy")
+    notes = _notes(tmp_path / "notes", expected.digest)
+    if pointing_to == "identical copy":
+        for name, _, _ in expected.files:
+            (notes / "toy" / name).write_bytes((folder / name).read_bytes())
+    before = {path: path.read_bytes() for path in notes.rglob("*") if path.is_file()}
+    root = on_nodes.local_root(expected)
+    root.mkdir(parents=True)
+    (root / "toy").symlink_to(notes / ("toy" if pointing_to != "nothing" else "gone"))
+    problem, data_path = prepare_here(expected, SHIP, lambda: read_payload(expected))
+    copy = Path(data_path) / "toy"
+    assert problem is None and not copy.is_symlink() and sorted(p.name for p in copy.iterdir()) == ["toy.inter", "toy.kg"]
+    assert {path: path.read_bytes() for path in notes.rglob("*") if path.is_file()} == before
+
+
+def test_a_private_folder_of_another_user_id_is_refused_in_one_line(folder, node, monkeypatch):
+    expected = describe(folder, "toy")
+    me, other = os.getuid(), os.getuid() + 1  # this process stands for user ``other``; the folder is not theirs
+    planted = node / f"recbole-kgin-{other}"
+    (planted / "datasets" / expected.digest / "toy").mkdir(parents=True)  # an identical copy, to edit later
+    for name, _, _ in expected.files:
+        (planted / "datasets" / expected.digest / "toy" / name).write_bytes((folder / name).read_bytes())
+    planted.chmod(0o755)
+    monkeypatch.setattr(os, "getuid", lambda: other)
+    problem, _ = prepare_here(expected, SHIP, lambda: read_payload(expected))
+    assert problem == (
+        f"{planted} belongs to user id {me}, not to you ({other}); "
+        f"set TMPDIR to a folder of your own, or have it removed"
+    )
+
+
 def test_a_private_folder_open_to_others_is_refused(folder, tmp_path, monkeypatch):
     monkeypatch.setattr(on_nodes.tempfile, "gettempdir", lambda: str(tmp_path / "node"))
     (tmp_path / "node" / f"recbole-kgin-{os.getuid()}").mkdir(parents=True, mode=0o755)
