@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch
+from torch.multiprocessing.spawn import ProcessException
 
 from recbole_kgin.common.errors import UserInputError
 from recbole_kgin.config import Config
@@ -118,7 +119,11 @@ def run_distributed(
         settings.update(world_size=world_size, ip=ip, port=chosen, nproc=nproc, offset=group_offset)
         try:
             mp.spawn(_worker, args=(os.getpid(), model, dataset, config_file_list, settings, queue), nprocs=nproc)
-        except mp.ProcessException as error:  # raised in a worker, or a worker died
+        except ProcessException as error:  # raised in a worker, or a worker died
             lines = [line for line in str(error).strip().splitlines() if line.strip()]
-            raise UserInputError(f"a training worker failed: {lines[-1] if lines else error}") from None
+            last = lines[-1] if lines else str(error)
+            own = f"{UserInputError.__module__}.{UserInputError.__qualname__}: "
+            if last.startswith(own):  # the worker's one-line error, as it wrote it
+                raise UserInputError(last[len(own):]) from None
+            raise UserInputError(f"a training worker failed: {last}") from None
     return None if queue.empty() else queue.get()

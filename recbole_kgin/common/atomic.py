@@ -17,7 +17,9 @@ from typing import Iterator, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: PathLike) -> None:
+    """Flush ``folder``'s entries (names created, renamed or removed in it) to disk; does
+    nothing where a folder cannot be opened (e.g. on Windows)."""
     try:
         descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:  # not supported here (e.g. Windows): the rename is still atomic
@@ -26,6 +28,21 @@ def _fsync_folder(folder: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def fsync_all(path: PathLike) -> None:
+    """Flush ``path`` to disk: a file's content, or a folder's files and subfolders all
+    the way down, then its own entries (symbolic links are not followed)."""
+    path = Path(path)
+    if path.is_symlink():
+        return
+    if path.is_dir():
+        for entry in path.iterdir():
+            fsync_all(entry)
+        fsync_folder(path)
+    elif path.is_file():
+        with open(path, "rb+") as handle:
+            os.fsync(handle.fileno())
 
 
 @contextmanager
@@ -38,8 +55,7 @@ def replacing(path: PathLike) -> Iterator[Path]:
     os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield temporary
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
+        fsync_all(temporary)
         os.replace(temporary, target)
     except BaseException:
         try:
@@ -47,7 +63,7 @@ def replacing(path: PathLike) -> Iterator[Path]:
         except FileNotFoundError:
             pass
         raise
-    _fsync_folder(target.parent)
+    fsync_folder(target.parent)
 
 
 def write_text_atomically(path: PathLike, text: str) -> None:

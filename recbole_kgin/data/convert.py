@@ -208,12 +208,12 @@ def _property_file(source: str, dataset: str, valid_ratio: float, seed: int) -> 
 
 def _replace(staging: Path, target: Path) -> None:
     """Move ``staging`` to ``target``; an existing ``target`` (force) is swapped out
-    first and removed only once the new folder is in place."""
+    first, into a fresh folder beside it (a name no other converter uses), and removed
+    only once the new folder is in place."""
     backup: Optional[Path] = None
     if target.exists():
-        backup = target.with_name(f".{target.name}.replaced")
-        shutil.rmtree(backup, ignore_errors=True)
-        os.rename(target, backup)
+        backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.replaced.", dir=target.parent))
+        os.rename(target, backup / target.name)
     os.rename(staging, target)
     if backup is not None:
         shutil.rmtree(backup)

@@ -23,8 +23,11 @@ only if it is a real folder (no symbolic link is followed), owned by the user an
 to others, so no other user can plant, link or edit anything in it. A copy is written
 into a fresh staging folder, synced, checked and renamed into place, under a lock
 (one writer per dataset and node); a checked copy is never removed, since trials may be
-reading it; a copy that fails the check is set aside and removed. A failed write (a
-full disk, say) removes its staging folder and becomes the node's one-line problem.
+reading it; a copy that fails the check, or a symbolic link in its place, is set aside
+and removed (a link is never followed). A failed write (a full disk, say) removes its
+staging folder and becomes the node's one-line problem; a staging folder left by a
+writer killed mid-copy is removed by a later one that holds the lock, once nothing has
+written to it for :data:`STALE_AFTER` seconds.
 
 Ray's own ``runtime_env`` (``working_dir``) also ships a folder to every node, but it is
 set once per Ray job (a search attached to a Ray the caller started cannot add it),
@@ -39,6 +42,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -52,6 +56,8 @@ SHIP, SHARED = "ship", "shared"
 MODES = (SHIP, SHARED)
 WRITE_TIMEOUT = 600.0
 """Seconds a trial waits for another process on its node that writes the same dataset."""
+STALE_AFTER = 3600.0
+"""Seconds after which a staging folder nothing writes to any more is a killed writer's."""
 
 
 @dataclass(frozen=True)
@@ -139,12 +145,19 @@ def write_local_copy(expected: DatasetFiles, fetch: Callable[[], Dict[str, bytes
     except UserInputError as error:
         return str(error), Path(tempfile.gettempdir())
     target = root / expected.name
-    if target.is_dir() and problem_with(target, expected) is None:
+    lock = root / f".{expected.name}.lock"
+    if _is_checked_copy(target, expected):
+        try:
+            with FileLock(lock, timeout=0):  # only when no writer holds it
+                _remove_stale_staging(root, expected.name)
+        except (Timeout, OSError):
+            pass
         return None, root
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with FileLock(root / f".{expected.name}.lock", timeout=WRITE_TIMEOUT):
-            if not (target.is_dir() and problem_with(target, expected) is None):  # no other trial wrote it meanwhile
+        with FileLock(lock, timeout=WRITE_TIMEOUT):
+            _remove_stale_staging(root, expected.name)
+            if not _is_checked_copy(target, expected):  # no other trial wrote it meanwhile
                 _write_copy(root, target, fetch())
     except Timeout:
         return f"another process has been writing {target} for {WRITE_TIMEOUT:g} s; end it and run again", root
@@ -153,10 +166,32 @@ def write_local_copy(expected: DatasetFiles, fetch: Callable[[], Dict[str, bytes
     return problem_with(target, expected), root
 
 
+def _is_checked_copy(target: Path, expected: DatasetFiles) -> bool:
+    """Whether ``target`` is a real folder (not a symbolic link) holding the expected files."""
+    return not target.is_symlink() and target.is_dir() and problem_with(target, expected) is None
+
+
+def _remove_stale_staging(root: Path, name: str) -> None:
+    """Remove the staging folders ``.<name>.*`` in ``root`` (left by writers killed
+    mid-copy) that nothing has written to for :data:`STALE_AFTER` seconds; the caller
+    holds the dataset's lock."""
+    cutoff = time.time() - STALE_AFTER
+    for entry in root.iterdir():
+        if not entry.name.startswith(f".{name}.") or entry.is_symlink() or not entry.is_dir():
+            continue  # the lock file, or not a staging folder
+        try:
+            touched = max([entry.lstat().st_mtime, *(inner.lstat().st_mtime for inner in entry.rglob("*"))])
+        except OSError:  # removed meanwhile
+            continue
+        if touched < cutoff:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def _write_copy(root: Path, target: Path, payload: Dict[str, bytes]) -> None:
     """Write ``payload`` to a staging folder in ``root``, sync it and rename it to
-    ``target``; a copy already at ``target`` (it failed the check) is set aside and
-    removed first. The staging folder is removed if anything fails."""
+    ``target``; whatever is already at ``target`` (a copy that failed the check, a
+    symbolic link) is set aside and removed first, never followed. The staging folder is
+    removed if anything fails."""
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     try:
         for name, content in payload.items():
@@ -164,7 +199,7 @@ def _write_copy(root: Path, target: Path, payload: Dict[str, bytes]) -> None:
                 handle.write(content)
                 handle.flush()
                 os.fsync(handle.fileno())
-        if target.is_dir():
+        if os.path.lexists(target):
             aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.broken.", dir=root))
             os.replace(target, aside / target.name)
             shutil.rmtree(aside, ignore_errors=True)

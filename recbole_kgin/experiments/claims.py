@@ -9,7 +9,8 @@ or the seed run's last checkpoint). A process that finds a unit claimed moves on
 the others and comes back to it at the end, waiting until the other process lets go,
 then reads the finished result from the cache. It waits ``timeout`` seconds at most
 (``--claim_timeout``, default a day): a holder that hangs ends the wait with one line
-naming the unit and its lock file, as does a lock file this user may not open.
+naming the unit and its lock file, as does a lock file this user may not open (or a
+folder in its place).
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ def claim(folder: Path, unit: str, wait: bool, timeout: float = CLAIM_TIMEOUT) -
             f"{unit}: waited {timeout:g} s for the process that holds {path}; if it hangs, end it and run the "
             f"command again (or raise --claim_timeout)"
         ) from None
-    except PermissionError as error:
+    except OSError as error:  # PermissionError: another user's file; IsADirectoryError: a folder there
+        hint = "another user's file?" if isinstance(error, PermissionError) else "not a file of yours?"
         raise UserInputError(
-            f"{unit}: cannot lock {path} ({error.strerror}; another user's file?): use an --output folder of your own"
+            f"{unit}: cannot lock {path} ({error.strerror}; {hint}): use an --output folder of your own"
         ) from None
     if not held:
         getLogger().info(f"{unit}: another process is on it; coming back to it at the end")

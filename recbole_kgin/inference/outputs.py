@@ -2,9 +2,10 @@
 
 :func:`written_whole` hands out a temporary path beside the target (same folder, hence
 the same file system) and renames it into place only when the block that fills it
-ends without an error; on an error (or Ctrl-C) the temporary path is removed and the
-target is as it was. An existing target is replaced only with ``force`` (``--force``);
-an empty folder counts as free.
+ends without an error, synced to disk before the rename (and its folder after), so a
+crash leaves the old target or the whole new one; on an error (or Ctrl-C) the
+temporary path is removed and the target is as it was. An existing target is replaced
+only with ``force`` (``--force``); an empty folder counts as free.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from recbole_kgin.common.atomic import fsync_all, fsync_folder
 from recbole_kgin.common.errors import UserInputError
 
 
@@ -44,8 +46,9 @@ def _remove(path: Path) -> None:
 @contextmanager
 def written_whole(target: Path, force: bool, folder: bool = False) -> Iterator[Path]:
     """Yield a temporary file (or, with ``folder``, an empty temporary folder) beside
-    ``target``; it becomes ``target`` when the block completes, and is removed if the
-    block raises. Checks :func:`refuse_to_overwrite` before and again at the rename."""
+    ``target``; it is synced to disk and becomes ``target`` when the block completes, and
+    is removed if the block raises. Checks :func:`refuse_to_overwrite` before and again
+    at the rename."""
     target = Path(target)
     refuse_to_overwrite(target, force, folder)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +58,7 @@ def written_whole(target: Path, force: bool, folder: bool = False) -> Iterator[P
     try:
         yield temporary
         refuse_to_overwrite(target, force, folder)
+        fsync_all(temporary)
         if folder and target.exists():  # a folder cannot be renamed over a non-empty one
             old = target.parent / f".{target.name}.{uuid.uuid4().hex}.old"
             os.replace(target, old)
@@ -65,3 +69,4 @@ def written_whole(target: Path, force: bool, folder: bool = False) -> Iterator[P
     except BaseException:
         _remove(temporary)
         raise
+    fsync_folder(target.parent)

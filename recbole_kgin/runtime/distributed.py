@@ -29,8 +29,8 @@ The group meets at ``ip:port``: the machine with rank 0 listens there, on that a
 only (:func:`recbole_kgin.launch.rendezvous`; on one machine, ``--port`` left out, on a free port), and Gloo
 uses the network interface that holds ``ip`` where it is this machine's. Nothing
 authenticates the processes that join: run the group on a trusted network. A worker
-waits ``distributed_timeout`` seconds (config, default 1800) for the others, and ends
-when the process that started it ends, even by SIGKILL.
+waits ``distributed_timeout`` seconds (config, default 1800) for the others (then the run
+ends with one line naming it), and ends when the process that started it ends, even by SIGKILL.
 """
 
 from __future__ import annotations
@@ -77,13 +77,20 @@ def init_worker_device(settings: Dict[str, Any]) -> None:
             f"cannot reach the group at {settings['ip']}:{settings['port']} within {timeout.total_seconds():g} s "
             f"({' '.join(str(error).split())[:200]}): start rank 0's machine first, check --ip and --port"
         ) from None
-    torch.distributed.init_process_group(
-        backend="nccl" if on_gpu else "gloo",
-        store=store,
-        rank=local_rank + settings["offset"],
-        world_size=settings["world_size"],
-        timeout=timeout,
-    )
+    try:
+        torch.distributed.init_process_group(
+            backend="nccl" if on_gpu else "gloo",
+            store=store,
+            rank=local_rank + settings["offset"],
+            world_size=settings["world_size"],
+            timeout=timeout,
+        )
+    except torch.distributed.DistStoreError as error:  # a rank that never came
+        raise UserInputError(
+            f"the group's {settings['world_size']} processes did not all join at {settings['ip']}:{settings['port']} "
+            f"within {timeout.total_seconds():g} s (distributed_timeout): start every machine's workers, check "
+            f"--world_size and --group_offset ({' '.join(str(error).split())[:200]})"
+        ) from None
     if on_gpu:
         torch.cuda.set_device(local_rank)
     settings["device"] = torch.device("cuda", local_rank) if on_gpu else torch.device("cpu")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from conftest import TOY
@@ -57,6 +60,26 @@ def test_refuses_to_overwrite_without_force_and_leaves_no_temporary_files(tmp_pa
     convert_kgat(str(tmp_path / "kgat"), "mini", str(tmp_path / "out"), force=True)
     assert not marker.exists()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mini"]
+
+
+def test_two_conversions_replacing_one_folder_at_once_both_succeed(tmp_path, monkeypatch):
+    write_kgat(tmp_path / "kgat")
+    output = tmp_path / "out"
+    convert_kgat(str(tmp_path / "kgat"), "mini", str(output))
+    rename, other = os.rename, []
+
+    def rename_then_let_the_other_in(source, destination):
+        rename(source, destination)
+        if Path(destination) == output / "mini" and not other:  # this copy is in place, the old one not yet removed
+            other.append("started")
+            convert_kgat(str(tmp_path / "kgat"), "mini", str(output), force=True, seed=1)
+
+    monkeypatch.setattr(os, "rename", rename_then_let_the_other_in)
+    convert_kgat(str(tmp_path / "kgat"), "mini", str(output), force=True)
+    assert other and sorted(p.name for p in output.iterdir()) == ["mini"]
+    assert sorted(p.name for p in (output / "mini").iterdir()) == [
+        "mini.kg", "mini.link", "mini.test.inter", "mini.train.inter", "mini.valid.inter", "mini.yaml"
+    ]
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,37 @@ def test_a_shipped_copy_is_written_once_checked_and_repaired(folder, tmp_path, m
     assert prepare_here(expected, SHIP, lambda: read_payload(expected)) == (None, data_path)
     assert (copy / "toy.kg").read_bytes() == (folder / "toy.kg").read_bytes()
     assert not [p for p in copy.parent.iterdir() if p.is_dir() and p.name.startswith(".")]  # no staging folder left
+
+
+def test_a_killed_writers_staging_folder_is_removed_and_one_in_use_kept(folder, tmp_path, monkeypatch):
+    (tmp_path / "node").mkdir()
+    monkeypatch.setattr(on_nodes.tempfile, "gettempdir", lambda: str(tmp_path / "node"))
+    expected = describe(folder, "toy")
+    root = on_nodes.local_root(expected)
+    root.mkdir(parents=True)
+    long_ago = time.time() - on_nodes.STALE_AFTER - 60
+
+    def staging(written: float) -> Path:
+        """A staging folder as a writer leaves it, its file last written at ``written``."""
+        planted = Path(tempfile.mkdtemp(prefix=".toy.", dir=root))
+        (planted / "toy.inter").write_text("half a copy")
+        for path in (planted / "toy.inter", planted):
+            os.utime(path, (written, written))
+        return planted
+
+    killed, writing = staging(long_ago), staging(time.time())
+    slow = staging(long_ago)
+    os.utime(slow / "toy.inter")  # a writer still writing its file
+    assert prepare_here(expected, SHIP, lambda: read_payload(expected))[0] is None  # writes the copy
+    assert not killed.exists() and writing.is_dir() and slow.is_dir()
+
+    def no_fetch():
+        raise AssertionError("a checked copy was fetched again")
+
+    killed = staging(long_ago)  # the copy is in place: a trial that only checks it removes it too
+    assert prepare_here(expected, SHIP, no_fetch)[0] is None
+    assert not killed.exists() and writing.is_dir() and slow.is_dir()
+    assert (root / "toy" / "toy.inter").read_bytes() == (folder / "toy.inter").read_bytes()
 
 
 def test_shared_mode_reads_the_drivers_path(folder):
@@ -155,6 +188,67 @@ def test_a_folder_planted_by_another_user_is_refused_in_one_line(shared, with_co
     problem, data_path = _victim_prepares(shared, folder)
     assert problem == (
         f"{shared / f'recbole-kgin-{VICTIM}'} belongs to user id {ATTACKER}, not to you ({VICTIM}); "
+        f"set TMPDIR to a folder of your own, or have it removed"
+    )
+
+
+# The same attacks arranged by this user (no second user needed): the defences do not
+# depend on who planted the link or the folder.
+@pytest.fixture
+def node(tmp_path, monkeypatch) -> Path:
+    """This test's node temporary folder."""
+    (tmp_path / "node").mkdir()
+    monkeypatch.setattr(on_nodes.tempfile, "gettempdir", lambda: str(tmp_path / "node"))
+    return tmp_path / "node"
+
+
+def _notes(folder: Path, digest: str) -> Path:
+    """A folder of the user's own, with files where a copy would go if a link to it were followed."""
+    for kept in (folder / "toy", folder / "datasets" / digest / "toy"):
+        kept.mkdir(parents=True)
+        (kept / "notes.txt").write_text("mine")
+    folder.chmod(0o700)
+    return folder
+
+
+def test_a_link_at_the_private_folders_path_is_never_followed(folder, node, tmp_path):
+    expected = describe(folder, "toy")
+    notes = _notes(tmp_path / "notes", expected.digest)
+    (node / f"recbole-kgin-{os.getuid()}").symlink_to(notes)
+    problem, _ = prepare_here(expected, SHIP, lambda: read_payload(expected))
+    assert problem is not None and "is not a folder of yours" in problem and "\n" not in problem
+    assert sorted(p.name for p in notes.rglob("*")) == sorted(["datasets", expected.digest, "notes.txt", "notes.txt", "toy", "toy"])
+
+
+@pytest.mark.parametrize("pointing_to", ["other files", "identical copy", "nothing"])
+def test_a_link_at_the_copys_path_is_replaced_by_a_real_copy_never_followed(folder, node, tmp_path, pointing_to):
+    expected = describe(folder, "toy")
+    notes = _notes(tmp_path / "notes", expected.digest)
+    if pointing_to == "identical copy":
+        for name, _, _ in expected.files:
+            (notes / "toy" / name).write_bytes((folder / name).read_bytes())
+    before = {path: path.read_bytes() for path in notes.rglob("*") if path.is_file()}
+    root = on_nodes.local_root(expected)
+    root.mkdir(parents=True)
+    (root / "toy").symlink_to(notes / ("toy" if pointing_to != "nothing" else "gone"))
+    problem, data_path = prepare_here(expected, SHIP, lambda: read_payload(expected))
+    copy = Path(data_path) / "toy"
+    assert problem is None and not copy.is_symlink() and sorted(p.name for p in copy.iterdir()) == ["toy.inter", "toy.kg"]
+    assert {path: path.read_bytes() for path in notes.rglob("*") if path.is_file()} == before
+
+
+def test_a_private_folder_of_another_user_id_is_refused_in_one_line(folder, node, monkeypatch):
+    expected = describe(folder, "toy")
+    me, other = os.getuid(), os.getuid() + 1  # this process stands for user ``other``; the folder is not theirs
+    planted = node / f"recbole-kgin-{other}"
+    (planted / "datasets" / expected.digest / "toy").mkdir(parents=True)  # an identical copy, to edit later
+    for name, _, _ in expected.files:
+        (planted / "datasets" / expected.digest / "toy" / name).write_bytes((folder / name).read_bytes())
+    planted.chmod(0o755)
+    monkeypatch.setattr(os, "getuid", lambda: other)
+    problem, _ = prepare_here(expected, SHIP, lambda: read_payload(expected))
+    assert problem == (
+        f"{planted} belongs to user id {me}, not to you ({other}); "
         f"set TMPDIR to a folder of your own, or have it removed"
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 import threading
@@ -117,3 +119,39 @@ except UserInputError as error:
 """, str(claims))  # fmt: skip
     assert victim.returncode == 0, victim.stderr
     assert victim.stdout.startswith("error: KGAT-seed1: cannot lock") and "--output folder of your own" in victim.stdout
+
+
+# The same defences without a second user: a lock file this user may not open, and a
+# folder where the lock file goes.
+def test_a_lock_file_this_user_may_not_open_is_one_line(tmp_path, monkeypatch):
+    lock = tmp_path / "KGAT-seed1.lock"
+    lock.touch()
+    lock.chmod(0)
+    if os.access(lock, os.R_OK | os.W_OK):  # root: the mode binds nobody, so opening it is refused here
+        open_file = os.open
+
+        def refused(path, *args, **kwargs):
+            if os.path.basename(os.fspath(path)) == lock.name:
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+            return open_file(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", refused)
+    for wait in (False, True):
+        with pytest.raises(UserInputError) as error:
+            with claim(tmp_path, "KGAT-seed1", wait=wait, timeout=5):
+                pass
+        assert str(error.value) == (
+            f"KGAT-seed1: cannot lock {lock} (Permission denied; another user's file?): use an --output folder "
+            f"of your own"
+        )
+
+
+def test_a_folder_where_the_lock_file_goes_is_one_line(tmp_path):
+    (tmp_path / "KGAT-seed1.lock").mkdir()
+    for wait in (False, True):
+        with pytest.raises(UserInputError) as error:
+            with claim(tmp_path, "KGAT-seed1", wait=wait, timeout=5):
+                pass
+        message = str(error.value)
+        assert message.startswith(f"KGAT-seed1: cannot lock {tmp_path / 'KGAT-seed1.lock'} (Is a directory")
+        assert message.endswith("use an --output folder of your own") and "\n" not in message

@@ -16,7 +16,7 @@ import torch
 
 from conftest import REPO_ROOT, TOY
 from recbole_kgin.cli import main
-from recbole_kgin.launch import rendezvous, run_distributed
+from recbole_kgin.launch import free_port, rendezvous, run_distributed
 from recbole_kgin.common.errors import UserInputError
 
 SETTINGS = {**TOY, "epochs": 4, "learning_rate": 0.01, "train_batch_size": 64}
@@ -198,6 +198,21 @@ def test_workers_end_when_their_parent_is_killed(toy_root, tmp_path):
         for pid in workers:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_worker_whose_group_never_fills_ends_after_distributed_timeout(toy_root, tmp_path):
+    # one worker of a group of two; the other is never started
+    argv = [sys.executable, str(REPO_ROOT / "run_recbole_kgin.py"), "--dataset", "toy", "--nproc", "1", "--world_size", "2",
+            "--ip", "127.0.0.1", "--port", str(free_port()), f"--data_path={toy_root}", "--distributed_timeout=3",
+            *[f"--{key}={value}" for key, value in SETTINGS.items()]]  # fmt: skip
+    started = time.monotonic()
+    completed = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - started < 60
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr, completed.stderr
+    lines = completed.stderr.splitlines()  # torch's own warnings may come first
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], completed.stderr
+    assert "did not all join at 127.0.0.1:" in lines[-1] and "within 3 s (distributed_timeout)" in lines[-1]
 
 
 def _children(parent: int) -> list:
