@@ -366,3 +366,33 @@ def test_other_models_are_ranked_and_say_they_have_no_kgin_vectors(tmp_path, toy
     for call in (loaded.vectors, lambda: loaded.explain("u1")):
         with pytest.raises(UserInputError, match="holds BPR, which has no KGIN vectors"):
             call()
+
+
+@pytest.mark.parametrize("model", ["NeuMF", "CFKG"])
+def test_models_without_a_full_ranking_are_ranked_by_predict_a_few_rows_a_call(model, tmp_path, toy_root, monkeypatch):
+    checkpoint = train(model, "toy", tmp_path, data_path=str(toy_root), topk=[5], valid_metric="Recall@5")
+    trained = load_trained(checkpoint)
+    with pytest.raises(NotImplementedError):
+        trained.model.full_sort_predict(Interaction({"user_id": torch.tensor([1])}))
+    monkeypatch.setattr(recommend, "PREDICT_ROWS_PER_CALL", 10)  # calls end inside a user's 13 rows
+    rows_per_call = []
+    predict = type(trained.model).predict
+
+    def counted(self, interaction):
+        rows_per_call.append(len(interaction))
+        return predict(self, interaction)
+
+    monkeypatch.setattr(type(trained.model), "predict", counted)
+    output = tmp_path / "recs.csv"
+    assert main(["--recommend", checkpoint, "--top", "3", "--output", str(output)]) == 0
+    assert max(rows_per_call) == 10 and sum(rows_per_call) == 20 * trained.dataset.item_num
+    recs = read_csv(output)
+    assert len(recs) == 3 * 20
+    users = trained.test_data.uid_list.numpy()
+    scores, items = full_sort_topk(users, trained.model, trained.test_data, 3)  # predict on all rows at once
+    tokens = trained.dataset.field2id_token
+    for row, user in enumerate(users):
+        mine = recs[recs["user_id"] == tokens["user_id"][user]]
+        assert mine["item_id"].tolist() == [tokens["item_id"][i] for i in items[row].tolist()]
+        assert np.allclose(mine["score"].to_numpy(), scores[row].numpy(), atol=1e-6)
+
