@@ -396,3 +396,21 @@ def test_models_without_a_full_ranking_are_ranked_by_predict_a_few_rows_a_call(m
         assert mine["item_id"].tolist() == [tokens["item_id"][i] for i in items[row].tolist()]
         assert np.allclose(mine["score"].to_numpy(), scores[row].numpy(), atol=1e-6)
 
+
+def test_a_sequential_model_is_refused_in_one_line(tmp_path, toy_root, capsys):
+    inter = toy_root / "toy" / "toy.inter"
+    header, *rows = inter.read_text().splitlines()
+    inter.write_text("\n".join([f"{header}\ttimestamp:float"] + [f"{row}\t{t}" for t, row in enumerate(rows)]) + "\n")
+    checkpoint = train(
+        "GRU4Rec", "toy", tmp_path, data_path=str(toy_root), topk=[5], valid_metric="Recall@5",
+        train_neg_sample_args=None, load_col={"inter": ["user_id", "item_id", "timestamp"]},
+        eval_args={"order": "TO", "split": {"LS": "valid_and_test"}, "group_by": "user", "mode": "full"},
+    )  # fmt: skip
+    output = tmp_path / "recs.csv"
+    assert main(["--recommend", checkpoint, "--output", str(output)]) == 2
+    assert f"'{checkpoint}' holds GRU4Rec, a sequential model: recommendations rank general and knowledge-aware" in (
+        one_error_line(capsys.readouterr().err)
+    )
+    _nothing_written(tmp_path, output)
+    with pytest.raises(UserInputError, match="holds GRU4Rec, a sequential model"):
+        recbole_kgin.load(checkpoint).recommend("u1")
