@@ -318,6 +318,9 @@ def test_a_changed_dataset_is_refused(toy_checkpoint, tmp_path, capsys):
     assert f"{toy_root / 'toy' / 'toy.inter'} changed since '{checkpoint}' was trained" in line
     assert main(["--export", checkpoint, "--output", str(tmp_path / "vectors")]) == 2
     assert "toy.inter changed since" in one_error_line(capsys.readouterr().err)
+    assert main(["--explain", checkpoint, "--user", "u0", "--output", str(tmp_path / "why")]) == 2
+    assert "toy.inter changed since" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "why").exists()
     inter.write_text(original)
     (toy_root / "toy" / "toy.kg").unlink()
     assert main(["--recommend", checkpoint, "--output", str(output)]) == 2
