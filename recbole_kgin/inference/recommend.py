@@ -255,10 +255,13 @@ def check_output(output: str) -> Path:
     return path
 
 
-def check_k(k: int, dataset) -> None:
+def check_k(k: int, dataset, asked: str = "--top {k}") -> None:
+    """Refuse (one line naming ``asked``, the option or argument) a k outside 1..items."""
     items = dataset.item_num - 1  # without [PAD]
     if k < 1 or k > items:
-        raise UserInputError(f"--top {k}: choose 1 to {items}, the number of items of dataset {dataset.dataset_name}")
+        raise UserInputError(
+            f"{asked.format(k=k)}: choose 1 to {items}, the number of items of dataset {dataset.dataset_name}"
+        )
 
 
 def check_rankable(trained: Trained) -> None:

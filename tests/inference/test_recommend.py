@@ -202,6 +202,10 @@ def test_python_api_loads_once_and_answers_all_three(checkpoint, tmp_path, monke
     assert explanation.user == "196" and len(explanation.recommendations) == 3 and explanation.paths
     with pytest.raises(UserInputError, match="unknown user 'nobody' in users"):
         loaded.recommend(["196", "nobody"])
+    for k in (1377, 0):
+        with pytest.raises(UserInputError) as refused:
+            loaded.recommend("196", k=k)
+        assert str(refused.value) == f"recommend(k={k}): choose 1 to 1376, the number of items of dataset ml-100k"
 
 
 def _nothing_written(folder: Path, output: Path) -> None:
