@@ -49,6 +49,7 @@ import torch
 
 from recbole_kgin.data.item_names import read_item_names
 from recbole_kgin.common.errors import UserInputError
+from recbole_kgin.inference.trained import check_data
 from recbole_kgin.model import KGIN
 from recbole_kgin.model.independence import distance_correlation_matrix
 from recbole_kgin.quick_start import load_checkpoint, restore
@@ -92,13 +93,15 @@ class Explanation:
 
 def load_kgin(model_file: str, trusted: bool = False) -> Tuple[Any, KGIN, Any]:
     """(config, model in eval mode, training dataset) from a KGIN checkpoint, read by
-    :func:`recbole_kgin.runtime.checkpoints.read_checkpoint` (``trusted`` as there)."""
+    :func:`recbole_kgin.runtime.checkpoints.read_checkpoint` (``trusted`` as there), on
+    the data it was trained on (:func:`recbole_kgin.inference.trained.check_data`)."""
     checkpoint = load_checkpoint(model_file, trusted)
     if checkpoint["config"]["model"] != "KGIN":
         raise UserInputError(
             f"'{model_file}' holds a {checkpoint['config']['model']} model: --explain needs a KGIN checkpoint"
         )
-    config, model, _, train_data, _, _ = restore(checkpoint, device="cpu")
+    check_data(model_file, checkpoint["config"], checkpoint.get("data_checksums"))
+    config, model, _, train_data, _, _ = restore(checkpoint, device="cpu", name=f"'{model_file}'")
     return config, model.eval(), train_data._dataset
 
 

@@ -58,7 +58,7 @@ class LoadedModel:
         with len(users) * k rows (fewer where a user has fewer unseen items) and the
         columns of ``--recommend``'s file."""
         check_rankable(self.trained)
-        check_k(k, self.dataset)
+        check_k(k, self.dataset, "recommend(k={k})")
         if users == "all":
             tokens = None
         else:

@@ -6,8 +6,9 @@
 **Scores** are the model's own ``full_sort_predict`` (RecBole's ``predict`` over every
 item where a model has no full ranking, as RecBole's evaluation does), so any general
 or knowledge-aware model RecBole can rank works, not only KGIN. Users are scored a
-batch at a time, :data:`SCORES_PER_BATCH` scores per batch, so memory stays bounded
-whatever the number of users; rows are written as each batch is ranked.
+batch at a time, :data:`SCORES_PER_BATCH` scores per batch, and ``predict`` is called
+on :data:`PREDICT_ROWS_PER_CALL` user-item rows at a time, so memory stays bounded
+whatever the number of users and items; rows are written as each batch is ranked.
 
 **Seen items.** With ``exclude_seen`` (the default) a user's training and validation
 interactions are left out: the history RecBole's test evaluation removes before it
@@ -45,6 +46,10 @@ from recbole_kgin.common.errors import UserInputError
 from recbole_kgin.inference.outputs import refuse_to_overwrite, written_whole
 
 SCORES_PER_BATCH = 1 << 22  # users per batch = this // items: ~50 MB of scores and ranks
+# user-item rows per call of ``predict`` (models without ``full_sort_predict``): a call's
+# temporaries add ~10-20 MB to a batch (NeuMF, CFKG, KTUP as RecBole configures them),
+# ~150 MB for MKR (a d x d matrix per row)
+PREDICT_ROWS_PER_CALL = 1 << 12
 FORMATS = (".csv", ".parquet")
 
 
@@ -104,10 +109,25 @@ def all_scores(model, dataset, users: torch.Tensor) -> torch.Tensor:
     try:
         scores = model.full_sort_predict(interaction)
     except NotImplementedError:
-        interaction = interaction.repeat_interleave(dataset.item_num)
-        interaction.update(dataset.get_item_feature().repeat(len(users)))
-        scores = model.predict(interaction)
+        scores = predicted_scores(model, dataset, interaction)
     return scores.view(len(users), dataset.item_num)
+
+
+def predicted_scores(model, dataset, users: Interaction) -> torch.Tensor:
+    """``predict`` (len(users) * items,) over every user-item row in RecBole's order (each
+    user's row repeated once per item), :data:`PREDICT_ROWS_PER_CALL` rows per call."""
+    items = dataset.get_item_feature()
+    total = len(users) * dataset.item_num
+    scores = None  # one tensor filled in place: each call's result kept apart fragments the heap
+    for start in range(0, total, PREDICT_ROWS_PER_CALL):
+        rows = torch.arange(start, min(start + PREDICT_ROWS_PER_CALL, total))
+        pairs = users[rows // dataset.item_num]
+        pairs.update(items[rows % dataset.item_num])
+        predicted = model.predict(pairs).view(-1)
+        if scores is None:
+            scores = predicted.new_empty(total)
+        scores[start : start + len(predicted)] = predicted
+    return scores
 
 
 def top_k(scores: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -235,10 +255,13 @@ def check_output(output: str) -> Path:
     return path
 
 
-def check_k(k: int, dataset) -> None:
+def check_k(k: int, dataset, asked: str = "--top {k}") -> None:
+    """Refuse (one line naming ``asked``, the option or argument) a k outside 1..items."""
     items = dataset.item_num - 1  # without [PAD]
     if k < 1 or k > items:
-        raise UserInputError(f"--top {k}: choose 1 to {items}, the number of items of dataset {dataset.dataset_name}")
+        raise UserInputError(
+            f"{asked.format(k=k)}: choose 1 to {items}, the number of items of dataset {dataset.dataset_name}"
+        )
 
 
 def check_rankable(trained: Trained) -> None:

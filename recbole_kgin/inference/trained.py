@@ -3,12 +3,14 @@
 Checkpoints that recbole-kgin writes (:mod:`recbole_kgin.runtime.resumable`) carry
 ``data_checksums``: the SHA-256 of every atomic file of the dataset
 (``<dataset>.inter``, ``.kg``, ``.link``, ``.item``, ``.user``, ``.net`` and benchmark
-splits such as ``<dataset>.train.inter``). :func:`load_trained` is the one place that
-reads a checkpoint to use the model: it refuses a checkpoint of another dataset than
-the one asked for, and one whose dataset files are missing or changed since training
-(one line each, naming the file), warns where a checkpoint has no checksums (RecBole's
-own, or written before recbole-kgin stored them), and rebuilds dataset, loaders and
-model with its trained weights on the CPU, in evaluation mode.
+splits such as ``<dataset>.train.inter``). :func:`load_trained` reads a checkpoint to
+use the model (``--explain`` reads KGIN's through
+:func:`recbole_kgin.inference.explain.load_kgin`, with the same :func:`check_data`): it
+refuses a checkpoint of another dataset than the one asked for, and one whose dataset
+files are missing or changed since training (one line each, naming the file), warns
+where a checkpoint has no checksums (RecBole's own, or written before recbole-kgin
+stored them), and rebuilds dataset, loaders and model with its trained weights on the
+CPU, in evaluation mode.
 """
 
 from __future__ import annotations

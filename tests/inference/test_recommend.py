@@ -202,6 +202,10 @@ def test_python_api_loads_once_and_answers_all_three(checkpoint, tmp_path, monke
     assert explanation.user == "196" and len(explanation.recommendations) == 3 and explanation.paths
     with pytest.raises(UserInputError, match="unknown user 'nobody' in users"):
         loaded.recommend(["196", "nobody"])
+    for k in (1377, 0):
+        with pytest.raises(UserInputError) as refused:
+            loaded.recommend("196", k=k)
+        assert str(refused.value) == f"recommend(k={k}): choose 1 to 1376, the number of items of dataset ml-100k"
 
 
 def _nothing_written(folder: Path, output: Path) -> None:
@@ -318,6 +322,9 @@ def test_a_changed_dataset_is_refused(toy_checkpoint, tmp_path, capsys):
     assert f"{toy_root / 'toy' / 'toy.inter'} changed since '{checkpoint}' was trained" in line
     assert main(["--export", checkpoint, "--output", str(tmp_path / "vectors")]) == 2
     assert "toy.inter changed since" in one_error_line(capsys.readouterr().err)
+    assert main(["--explain", checkpoint, "--user", "u0", "--output", str(tmp_path / "why")]) == 2
+    assert "toy.inter changed since" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "why").exists()
     inter.write_text(original)
     (toy_root / "toy" / "toy.kg").unlink()
     assert main(["--recommend", checkpoint, "--output", str(output)]) == 2
@@ -366,3 +373,51 @@ def test_other_models_are_ranked_and_say_they_have_no_kgin_vectors(tmp_path, toy
     for call in (loaded.vectors, lambda: loaded.explain("u1")):
         with pytest.raises(UserInputError, match="holds BPR, which has no KGIN vectors"):
             call()
+
+
+@pytest.mark.parametrize("model", ["NeuMF", "CFKG"])
+def test_models_without_a_full_ranking_are_ranked_by_predict_a_few_rows_a_call(model, tmp_path, toy_root, monkeypatch):
+    checkpoint = train(model, "toy", tmp_path, data_path=str(toy_root), topk=[5], valid_metric="Recall@5")
+    trained = load_trained(checkpoint)
+    with pytest.raises(NotImplementedError):
+        trained.model.full_sort_predict(Interaction({"user_id": torch.tensor([1])}))
+    monkeypatch.setattr(recommend, "PREDICT_ROWS_PER_CALL", 10)  # calls end inside a user's 13 rows
+    rows_per_call = []
+    predict = type(trained.model).predict
+
+    def counted(self, interaction):
+        rows_per_call.append(len(interaction))
+        return predict(self, interaction)
+
+    monkeypatch.setattr(type(trained.model), "predict", counted)
+    output = tmp_path / "recs.csv"
+    assert main(["--recommend", checkpoint, "--top", "3", "--output", str(output)]) == 0
+    assert max(rows_per_call) == 10 and sum(rows_per_call) == 20 * trained.dataset.item_num
+    recs = read_csv(output)
+    assert len(recs) == 3 * 20
+    users = trained.test_data.uid_list.numpy()
+    scores, items = full_sort_topk(users, trained.model, trained.test_data, 3)  # predict on all rows at once
+    tokens = trained.dataset.field2id_token
+    for row, user in enumerate(users):
+        mine = recs[recs["user_id"] == tokens["user_id"][user]]
+        assert mine["item_id"].tolist() == [tokens["item_id"][i] for i in items[row].tolist()]
+        assert np.allclose(mine["score"].to_numpy(), scores[row].numpy(), atol=1e-6)
+
+
+def test_a_sequential_model_is_refused_in_one_line(tmp_path, toy_root, capsys):
+    inter = toy_root / "toy" / "toy.inter"
+    header, *rows = inter.read_text().splitlines()
+    inter.write_text("\n".join([f"{header}\ttimestamp:float"] + [f"{row}\t{t}" for t, row in enumerate(rows)]) + "\n")
+    checkpoint = train(
+        "GRU4Rec", "toy", tmp_path, data_path=str(toy_root), topk=[5], valid_metric="Recall@5",
+        train_neg_sample_args=None, load_col={"inter": ["user_id", "item_id", "timestamp"]},
+        eval_args={"order": "TO", "split": {"LS": "valid_and_test"}, "group_by": "user", "mode": "full"},
+    )  # fmt: skip
+    output = tmp_path / "recs.csv"
+    assert main(["--recommend", checkpoint, "--output", str(output)]) == 2
+    assert f"'{checkpoint}' holds GRU4Rec, a sequential model: recommendations rank general and knowledge-aware" in (
+        one_error_line(capsys.readouterr().err)
+    )
+    _nothing_written(tmp_path, output)
+    with pytest.raises(UserInputError, match="holds GRU4Rec, a sequential model"):
+        recbole_kgin.load(checkpoint).recommend("u1")
