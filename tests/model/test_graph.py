@@ -156,3 +156,16 @@ def test_unique_triples_are_numpys_unique_rows(n_entities, n_relations, dtype):
     found = unique_triples(rows[:, 0], rows[:, 1], rows[:, 2], n_entities)
     assert found.dtype == np.int64 and found.shape == expected.shape and np.array_equal(found, expected)
     assert unique_triples(*(np.zeros(0, dtype=np.int64),) * 3, n_entities).shape == (0, 3)
+
+
+def test_interaction_pairs_of_int32_ids_whose_keys_pass_int32_stay_exact():
+    """RecBole's inter_matrix gives int32 rows and columns; user * n_items + item then
+    exceeds int32 on large datasets (70,000 users x 40,000 items)."""
+    n_users, n_items = 70_000, 40_000
+    users = np.array([n_users - 1, 3, n_users - 1, 3], dtype=np.int32)
+    items = np.array([n_items - 1, 7, n_items - 1, 0], dtype=np.int32)
+    interactions = InteractionGraph(users, items, n_users, n_items)
+    assert interactions.n_edges == 3
+    assert interactions.pattern.col.tolist() == [0, 7, n_items - 1]
+    assert interactions.full_values.dtype == torch.float32
+    assert interactions.full_values.tolist() == [0.5, 0.5, 1.0]
