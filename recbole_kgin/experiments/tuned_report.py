@@ -33,8 +33,11 @@ def _header(columns: Sequence[str]) -> List[str]:
     return [_row(columns), "|" + "---|" * len(columns)]
 
 
-def protocol_line(budget: Budget, settings: Dict[str, Any], models: Sequence[str], rival: Optional[str]) -> str:
-    """One paragraph that says what every model got."""
+def protocol_line(
+    budget: Budget, settings: Dict[str, Any], models: Sequence[str], rival: Optional[str], pending: Sequence[str] = ()
+) -> str:
+    """One paragraph that says what every model got; the runs on more splits, which
+    start once every model has run, as planned while ``pending`` models remain."""
     scheduler = (
         "no pruning" if budget.scheduler == "fifo" else f"ASHA pruning on validation from epoch {budget.grace_period}"
     )
@@ -47,7 +50,12 @@ def protocol_line(budget: Budget, settings: Dict[str, Any], models: Sequence[str
         f"configuration (seeds 1-{budget.seeds}, shared by all models) on the split the search validated on, early "
         f"stopping, at most {budget.max_epochs} epochs."
     )
-    if budget.split_seeds and models and rival:
+    if budget.split_seeds and models and pending:
+        text += (
+            f" Once every model has run, {models[0]} and the best other model also run the same seeds on "
+            f"{budget.split_seeds} more split(s)."
+        )
+    elif budget.split_seeds and models and rival:
         text += f" {models[0]} and {rival} also ran the same seeds on {budget.split_seeds} more split(s)."
     return text
 
@@ -64,7 +72,7 @@ def format_table(
     cell where :func:`better_than_every_other`), its budget columns, and ``pending``
     models listed as not run yet; then the tests."""
     models = [s.model for s in summaries] + list(pending)
-    lines = [protocol_line(budget, settings, models, test["best_other"] if test else None), ""]
+    lines = [protocol_line(budget, settings, models, test["best_other"] if test else None, pending), ""]
     header = ["model", *metrics, "best epoch", "s/epoch", "trials", "trial-epochs", "search h",
               "best trial: epochs", "runs", "runs capped", "run h"]  # fmt: skip
     lines += _header(header)
