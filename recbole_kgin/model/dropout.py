@@ -2,9 +2,12 @@
 
 ``torch.nn.functional.dropout`` draws one float per element through ``bernoulli_``,
 which on CPU costs ~19 ms for a 34k x 64 table, more than the sparse products of a
-hop. :func:`keep_mask` takes four 16-bit uniforms from each 64-bit draw instead
-(~8x fewer generator calls); the drop probability is thereby rounded to a multiple
-of 1/65536 (0.1 -> 0.1000061; 0.5 is exact).
+hop. :func:`keep_mask` takes 16-bit uniforms ("lanes") instead: four from each 64-bit
+draw of torch's generator, or, with the fused kernels (``fused``), two from each word
+of a counter-based hash seeded by one draw of torch's generator (3-4x faster than
+torch's draws; :cpp:func:`random_words`). Either way ``torch.manual_seed`` (RecBole's
+``init_seed``) reproduces them. The drop probability is rounded to a multiple of
+1/65536 (0.1 -> 0.1000061; 0.5 is exact).
 
 KGIN L2-normalises every hop's output right after message dropout, so the two are
 one step here (:func:`dropout_normalize`) with a hand-written backward.
@@ -23,12 +26,16 @@ _LEVELS = 1 << 16
 _NORMALIZE_EPS = 1e-12  # F.normalize's default
 
 
-def random_lanes(shape: Union[int, Sequence[int]], device: torch.device) -> torch.Tensor:
-    """int16 tensor of ``shape``, uniform over [-32768, 32767] (see module note)."""
+def random_lanes(shape: Union[int, Sequence[int]], device: torch.device, fused: bool = False) -> torch.Tensor:
+    """int16 tensor of ``shape``, uniform over [-32768, 32767] (see module note);
+    ``fused`` (CPU): from the kernels' counter-based generator."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     count = 1
     for size in shape:
         count *= size
+    if fused and device.type == "cpu":
+        seed = int(torch.empty((), dtype=torch.int64).random_())
+        return fused_kernels.kernel().random_words((count + 1) // 2, seed).view(torch.int16)[:count].view(shape)
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device)
     # every bit uniform. With ``to`` given, torch maps each 64-bit draw r to
     # r % (2**64 - 1) - 2**63: a 64-bit division per word. Without it, r itself (25%
@@ -43,9 +50,11 @@ def keep_threshold(rate: float) -> int:
     return round(rate * _LEVELS) - 32768
 
 
-def keep_mask(shape: Union[int, Sequence[int]], rate: float, device: torch.device) -> torch.Tensor:
+def keep_mask(
+    shape: Union[int, Sequence[int]], rate: float, device: torch.device, fused: bool = False
+) -> torch.Tensor:
     """Bool tensor of ``shape``: True with probability ``1 - rate`` (see module note)."""
-    return random_lanes(shape, device) >= keep_threshold(rate)
+    return random_lanes(shape, device, fused) >= keep_threshold(rate)
 
 
 class _DropoutNormalize(torch.autograd.Function):
@@ -81,12 +90,13 @@ def dropout_normalize(x: torch.Tensor, rate: float, fused: bool = False) -> torc
     """Row-wise L2 normalisation of ``x`` after message dropout at ``rate`` (0 = none).
 
     (n, d) -> (n, d); equals ``F.normalize(F.dropout(x, rate))`` in distribution.
-    ``fused``: one C++ pass each way (:mod:`recbole_kgin.model.fused`; CPU), the same
-    random draws as the torch path.
+    ``fused``: one C++ pass each way (:mod:`recbole_kgin.model.fused`; CPU), lanes from
+    the kernels' generator (:func:`random_lanes`); given the same lanes, the same
+    result as the torch path.
     """
     if rate <= 0:
         return F.normalize(x)
-    lanes = random_lanes(x.shape, x.device)
+    lanes = random_lanes(x.shape, x.device, fused)
     eps = _NORMALIZE_EPS * (1.0 - rate)
     if fused:
         return fused_kernels.dropout_normalize(x, lanes, keep_threshold(rate), eps)

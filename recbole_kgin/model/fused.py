@@ -12,8 +12,10 @@ Message dropout and the row normalisation after it are one pass forward and one
 backward (:func:`dropout_normalize`) instead of about fourteen tensor passes.
 
 They are built on first use by :func:`recbole_kgin.model.kernel_build.kernel`; where that
-fails it logs one line and returns None, and KGIN uses the torch path. Results agree
-with the torch path up to float rounding: the random draws are the same.
+fails it logs one line and returns None, and KGIN uses the torch path. Given the same
+dropout draws, results agree with the torch path up to float rounding; the fused path
+draws them from the kernels' counter-based generator
+(:func:`recbole_kgin.model.dropout.random_lanes`), the torch path from torch's.
 """
 
 from __future__ import annotations

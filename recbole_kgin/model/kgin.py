@@ -182,8 +182,8 @@ class KGIN(KnowledgeRecommender):
         ``self.kg`` edge order) and ``inter`` (per interaction, in CSR order)."""
         rate = self.node_dropout_rate
         return {
-            "kg": keep_mask(self.kg.n_edges, rate, self.device),
-            "inter": keep_mask(self.interactions.n_edges, rate, self.device),
+            "kg": keep_mask(self.kg.n_edges, rate, self.device, self.kg.fused),
+            "inter": keep_mask(self.interactions.n_edges, rate, self.device, self.kg.fused),
         }
 
     def intent_embeddings(self) -> torch.Tensor:

@@ -15,11 +15,15 @@ from recbole_kgin.model.dropout import _NORMALIZE_EPS, _DropoutNormalize, dropou
 needs_kernel = pytest.mark.skipif(kernel() is None, reason="the fused kernels could not be built here")
 
 
+GENERATORS = [False, pytest.param(True, marks=needs_kernel)]  # fused: the kernels' generator
+
+
+@pytest.mark.parametrize("fused", GENERATORS)
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.8])
-def test_keep_mask_keeps_the_configured_share(rate):
+def test_keep_mask_keeps_the_configured_share(rate, fused):
     torch.manual_seed(0)
     n = 400_000
-    mask = keep_mask(n, rate, torch.device("cpu"))
+    mask = keep_mask(n, rate, torch.device("cpu"), fused)
     assert mask.dtype == torch.bool and mask.shape == (n,)
     kept = mask.float().mean().item()
     sigma = math.sqrt(rate * (1 - rate) / n)
@@ -38,14 +42,64 @@ def test_random_lanes_are_the_draws_of_torchs_full_range_mapping():
     assert (lanes.view(-1, 4)[:, 3] < 0).float().mean().item() == pytest.approx(0.5, abs=0.05)
 
 
-def test_keep_mask_shapes_and_extremes():
+@pytest.mark.parametrize("fused", GENERATORS)
+def test_keep_mask_shapes_and_extremes(fused):
     torch.manual_seed(0)
-    assert keep_mask((3, 5), 0.5, torch.device("cpu")).shape == (3, 5)
-    assert keep_mask(7, 0.5, torch.device("cpu")).shape == (7,)  # not a multiple of the 4 lanes a draw gives
-    assert keep_mask(1_000_000, 0.0, torch.device("cpu")).all()  # rate 0 keeps every lane value
-    assert keep_mask(100_000, 0.999, torch.device("cpu")).float().mean() < 0.002  # rates are in [0, 1)
-    lanes = torch.stack([keep_mask(64, 0.5, torch.device("cpu")) for _ in range(500)]).float().mean(0)
+    cpu = torch.device("cpu")
+    assert keep_mask((3, 5), 0.5, cpu, fused).shape == (3, 5)
+    assert keep_mask(7, 0.5, cpu, fused).shape == (7,)  # not a multiple of the lanes a draw gives
+    assert keep_mask(1_000_000, 0.0, cpu, fused).all()  # rate 0 keeps every lane value
+    assert keep_mask(100_000, 0.999, cpu, fused).float().mean() < 0.002  # rates are in [0, 1)
+    lanes = torch.stack([keep_mask(64, 0.5, cpu, fused) for _ in range(500)]).float().mean(0)
     assert lanes.min() > 0.35 and lanes.max() < 0.65  # every position is drawn, not just the first lanes
+
+
+@needs_kernel
+def test_the_kernels_lanes_are_uniform_reproducible_and_independent_of_threads():
+    cpu = torch.device("cpu")
+    torch.manual_seed(5)
+    first = dropout.random_lanes((4096, 64), cpu, fused=True)
+    second = dropout.random_lanes((4096, 64), cpu, fused=True)
+    torch.manual_seed(5)
+    assert torch.equal(dropout.random_lanes((4096, 64), cpu, fused=True), first)  # torch's seed reproduces them
+    assert (first != second).float().mean() > 0.99  # each call draws a new seed
+    lanes = first.view(-1).long() + 32768
+    counts = torch.bincount(lanes >> 8, minlength=256).double()  # 256 bins of the 16-bit range
+    expected = lanes.numel() / 256
+    assert ((counts - expected) ** 2 / expected).sum() < 350  # chi-square, 255 degrees of freedom (p ~ 1e-4)
+    for bit in range(16):  # every bit of a lane, low and high halves of a word alike
+        assert ((lanes >> bit) & 1).float().mean().item() == pytest.approx(0.5, abs=0.01)
+    pairs = torch.stack([first.view(-1)[:-1], first.view(-1)[1:]]).float()
+    assert abs(torch.corrcoef(pairs)[0, 1].item()) < 0.01  # neighbouring lanes (one word's halves) uncorrelated
+    words = [kernel().random_words(300_000, 99) for _ in range(2)]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        words.append(kernel().random_words(300_000, 99))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(words[0], words[1]) and torch.equal(words[0], words[2])
+    assert not torch.equal(kernel().random_words(1000, 98), words[0][:1000])  # the seed matters
+
+
+@needs_kernel
+def test_the_kernels_words_past_two_to_the_32_differ_from_their_low_bits():
+    """Word i and word i + 2**32 share their low 32 bits of i: the high bits enter the
+    hash, so they differ (checked on the counter arithmetic, without 16 GiB of words)."""
+    mix = lambda x: _lowbias32(x)  # noqa: E731
+    k1, k2 = mix(5), mix(0 ^ 0x9E3779B9)
+    low = [mix(mix((i + k1) & 0xFFFFFFFF) ^ ((k2 + (i >> 32) * 0x9E3779B9) & 0xFFFFFFFF)) for i in (7, 7 + 2**32)]
+    assert low[0] != low[1]
+    assert kernel().random_words(8, 5)[7].item() & 0xFFFFFFFF == low[0]
+
+
+def _lowbias32(x: int) -> int:
+    x &= 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
 
 
 def test_message_dropout_zeroes_the_configured_share_and_matches_normalize():
@@ -105,7 +159,7 @@ def test_dropout_normalize_keeps_the_eps_of_dropout_then_normalize(rate, fused, 
     x[2] = torch.randn(4, dtype=torch.float64)
     keep = torch.ones(3, 4, dtype=torch.bool)
     keep[1, 0] = False
-    monkeypatch.setattr(dropout, "random_lanes", lambda shape, device: torch.where(keep, 32767, -32768).to(torch.int16))
+    monkeypatch.setattr(dropout, "random_lanes", lambda shape, device, fused=False: torch.where(keep, 32767, -32768).to(torch.int16))
     expected = F.normalize(x * keep / (1.0 - rate))
     assert torch.allclose(dropout_normalize(x, rate, fused), expected, rtol=1e-12, atol=0)
 

@@ -141,7 +141,7 @@ class FixedMessageMasks:
         self.batch_users, self.n_items, self.hops = batch_users, m.n_items, hops
         self.calls: List[tuple] = []
 
-    def __call__(self, shape, device):
+    def __call__(self, shape, device, fused=False):
         hop, is_user = divmod(len(self.calls), 2)
         self.calls.append(tuple(shape))
         if is_user:
