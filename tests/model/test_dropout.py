@@ -193,3 +193,34 @@ def test_cpp_dropout_normalize_equals_the_torch_function(rate):
     assert torch.count_nonzero(results[0][1][keep == 0]) == 0
     leaf = x[:5].clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda t: fused.dropout_normalize(t, lanes[:5].contiguous(), threshold, eps), (leaf,))
+
+
+@needs_kernel
+def test_fused_masks_and_message_dropout_take_the_kernels_lanes_seeded_by_one_int64_draw():
+    cpu = torch.device("cpu")
+    torch.manual_seed(8)
+    seed = int(torch.empty((), dtype=torch.int64).random_())
+    expected = kernel().random_words(50, seed).view(torch.int16)[:99]
+    torch.manual_seed(8)
+    assert torch.equal(dropout.random_lanes(99, cpu, fused=True), expected)
+    torch.manual_seed(8)
+    assert torch.equal(keep_mask(99, 0.3, cpu, True), expected >= dropout.keep_threshold(0.3))
+    torch.manual_seed(8)
+    plain = dropout.random_lanes(99, cpu)  # torch's draws unless fused is asked for
+    torch.manual_seed(8)
+    assert torch.equal(keep_mask(99, 0.3, cpu), plain >= dropout.keep_threshold(0.3))
+    assert not torch.equal(plain, expected)
+
+    from recbole_kgin.model import fused
+
+    x = torch.randn(33, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    rate, eps = 0.4, _NORMALIZE_EPS * 0.6
+    torch.manual_seed(9)
+    lanes = dropout.random_lanes((33, 3), cpu, fused=True)
+    reference = fused.dropout_normalize(x, lanes, dropout.keep_threshold(rate), eps)
+    torch.manual_seed(9)
+    assert torch.equal(dropout_normalize(x, rate, True), reference)
+    torch.manual_seed(9)
+    keep = (dropout.random_lanes((33, 3), cpu) >= dropout.keep_threshold(rate)).to(x.dtype)
+    torch.manual_seed(9)
+    assert torch.equal(dropout_normalize(x, rate), _DropoutNormalize.apply(x, keep, eps))  # torch's by default

@@ -111,6 +111,22 @@ def test_node_dropout_rate_is_the_share_dropped(toy_root):
     assert abs(inter - 0.7) < 5 * math.sqrt(0.21 / n_inter)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_node_dropout_masks_come_from_the_generator_of_the_models_path(toy_root, fused):
+    """With the fused kernels both masks take the kernels' lanes, else torch's."""
+    from recbole_kgin.model.dropout import keep_mask
+
+    model, _, _ = toy(toy_root, node_dropout_rate=0.3, fused_kernel=fused)
+    if fused and not model.kg.fused:
+        pytest.skip("the fused kernels could not be built here")
+    torch.manual_seed(4)
+    masks = model.sample_masks()
+    torch.manual_seed(4)
+    kg = keep_mask(model.kg.n_edges, 0.3, model.device, fused)
+    inter = keep_mask(model.interactions.n_edges, 0.3, model.device, fused)
+    assert torch.equal(masks["kg"], kg) and torch.equal(masks["inter"], inter)
+
+
 def test_no_dropout_in_eval_all_edges_are_used(toy_root):
     model, _, _ = toy(toy_root, node_dropout_rate=0.5, mess_dropout_rate=0.5)
     model.eval()
