@@ -80,6 +80,7 @@ def test_a_run_on_the_dataset_takes_the_tuned_defaults_unless_told_otherwise(tmp
     config = Config("KGIN", dataset, None, {"data_path": str(tmp_path)})
     assert {key: config[key] for key in tuned} == tuned
     assert Config("KGIN", dataset, None, {"data_path": str(tmp_path), "learning_rate": 0.5})["learning_rate"] == 0.5
-    other = "ml-100k" if dataset != "ml-100k" else "lastfm"
+    other = "untuned"  # a dataset no tuned file names
+    assert not (PROPERTIES_DIR / "model" / "KGIN" / f"{other}.yaml").exists()
     _empty_dataset(tmp_path, other)
     assert Config("KGIN", other, None, {"data_path": str(tmp_path)})["learning_rate"] == 1e-4  # the authors' default
