@@ -37,6 +37,7 @@ own records under ``ray/``.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import shutil
 import tempfile
@@ -390,6 +391,9 @@ def _run_search(
 
     mode = "max" if bigger else "min"
     search_algorithm = _search_algorithm(search, space, "valid_score", mode, max_concurrent)
+    # Ray's TensorBoard logger renames each metric with an "@" (recall@20 -> recall_20) and
+    # says so at INFO, once per metric and epoch of every trial, into RecBole's log
+    logging.getLogger("tensorboardX").setLevel(logging.WARNING)
     started_here = not ray.is_initialized()
     if started_here:
         # without an address, a Ray of our own: ray.init() alone would attach to the last

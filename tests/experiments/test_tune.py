@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import yaml
 
@@ -98,7 +100,8 @@ def test_address_goes_to_ray(tmp_path, toy_root, monkeypatch):
 
 
 @pytest.mark.slow
-def test_tiny_search_prunes_survives_failures_and_reproduces_the_best(tmp_path):
+def test_tiny_search_prunes_survives_failures_and_reproduces_the_best(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     write_colors(tmp_path / "data" / "colors")
     space = space_file(
         tmp_path,
@@ -130,6 +133,7 @@ def test_tiny_search_prunes_survives_failures_and_reproduces_the_best(tmp_path):
     assert all(t.seconds > 0 for t in trials if not t.status.startswith("failed"))
     table = (tmp_path / "out" / "trials.md").read_text().splitlines()
     assert len(table) == 2 + 8  # header, separator, one row per trial
+    assert not [r for r in caplog.records if "is illegal" in r.getMessage()]  # no renaming notice per metric and epoch
 
 
 def test_a_trials_final_run_counts_each_epochs_latest_report():
