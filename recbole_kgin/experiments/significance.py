@@ -13,12 +13,14 @@ a paired t-test over the pairs (two-sided), the relative effect (difference over
 other model's mean) and a 95% confidence interval of the difference from a two-level
 bootstrap that resamples the run pairs and, inside each, the test users, so that
 both training variance and the choice of users widen it. :func:`holm` adjusts the
-p-values of all the tests a report makes (Holm's step-down, family-wise error).
+p-values of all the tests a report plans (Holm's step-down, family-wise error); tests
+not yet run count as p = 1, so the adjusted values can only fall as they arrive.
 
 Ties: run values are rounded to :data:`DECIMALS` places before they are differenced,
 so that two runs equal up to float noise (a mean summed in another order) count as a
 tie, never as a tiny difference of either sign; where every pair ties, the test
-reports p = 1.
+reports p = 1. Where every pair differs by the same nonzero amount the differences
+have no variance and the t-test is undefined: statistic and p are None, never 0.
 """
 
 from __future__ import annotations
@@ -84,7 +86,8 @@ def compare_runs(
     values ``{user: value}``; runs pair by key, users by id within a pair. Returns
     ``pairs``, ``mean_ours``, ``mean_theirs``, ``difference`` (ours - theirs, mean over
     pairs), ``relative`` (difference / mean_theirs), ``statistic`` and ``p_value`` of the
-    paired t-test over pairs (two-sided; None with fewer than 2 pairs), ``ci_low`` and
+    paired t-test over pairs (two-sided; None with fewer than 2 pairs or where every
+    pair differs by the same nonzero amount), ``ci_low`` and
     ``ci_high`` (the bootstrap's 2.5% and 97.5% quantiles of the mean difference).
     """
     from scipy.stats import ttest_rel
@@ -105,10 +108,9 @@ def compare_runs(
         if not np.any(differences):
             outcome["statistic"], outcome["p_value"] = 0.0, 1.0
         else:
-            result = ttest_rel(a, b)
-            constant = np.all(differences == differences[0])  # every pair the same nonzero gap
-            outcome["statistic"] = float(result.statistic) if not constant else float("inf") * np.sign(differences[0])
-            outcome["p_value"] = float(result.pvalue) if not constant else 0.0
+            if not np.all(differences == differences[0]):  # else every pair the same nonzero gap: undefined
+                result = ttest_rel(a, b)
+                outcome["statistic"], outcome["p_value"] = float(result.statistic), float(result.pvalue)
     outcome["ci_low"], outcome["ci_high"] = _bootstrap_interval(
         [_user_differences(ours[key], theirs[key]) for key in keys], seed, samples
     )
@@ -141,13 +143,20 @@ def _bootstrap_interval(runs: Sequence[np.ndarray], seed: int, samples: int) -> 
     return [float(low), float(high)]
 
 
-def holm(p_values: Sequence[Optional[float]]) -> List[Optional[float]]:
+def holm(p_values: Sequence[Optional[float]], family_size: Optional[int] = None) -> List[Optional[float]]:
     """Holm's step-down adjustment of a family of p-values (None stays None and is not
-    counted): the i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j))."""
+    counted): the i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j)).
+
+    ``family_size``: m where the family holds tests that have not run yet (at least the
+    p-values given); those count as p = 1, which ranks them last. Holm's adjusted values
+    never rise when a p-value falls, so these are upper bounds of the final ones."""
     present = [(p, index) for index, p in enumerate(p_values) if p is not None]
+    size = len(present) if family_size is None else family_size
+    if size < len(present):
+        raise ValueError(f"a family of {size} tests cannot hold {len(present)} p-values")
     adjusted: List[Optional[float]] = [None] * len(p_values)
     running = 0.0
     for rank, (p, index) in enumerate(sorted(present)):
-        running = max(running, min(1.0, (len(present) - rank) * p))
+        running = max(running, min(1.0, (size - rank) * p))
         adjusted[index] = running
     return adjusted

@@ -203,11 +203,12 @@ def seconds_to_best(run: RunResult) -> float:
     return run.valid_curve[-1][2] if run.valid_curve else 0.0
 
 
-def best_other(models: Sequence[str], summaries: Sequence[ModelSummary], rank_metric: str) -> Optional[str]:
-    """The model after the first with the highest mean test ``rank_metric``; None where
-    no other model has finished."""
-    others = [s for s in summaries if s.model != models[0] and s.seeds and rank_metric in s.mean]
-    return max(others, key=lambda s: s.mean[rank_metric]).model if others else None
+def best_other(models: Sequence[str], summaries: Sequence[ModelSummary]) -> Optional[str]:
+    """The model after the first with the best validation score of its search (never a
+    test figure: which model earns the runs on more splits must not look at test data);
+    None where no other model has finished."""
+    others = [s for s in summaries if s.model != models[0] and s.seeds and s.search_valid_score is not None]
+    return max(others, key=lambda s: s.search_valid_score).model if others else None
 
 
 def significance(
@@ -215,7 +216,8 @@ def significance(
 ) -> Optional[Dict[str, Any]]:
     """The first model against every other finished one on Recall@k and NDCG@k, over
     the runs both have (:func:`recbole_kgin.experiments.significance.compare_runs`), p-values Holm-
-    adjusted over all of them; None where the first model or every other is missing."""
+    adjusted over the family every model of ``models`` plans (2 tests per other model;
+    those not yet run count as p = 1); None where the first model or every other is missing."""
     first = models[0]
     finished = {s.model for s in summaries if s.seeds}
     others = [s.model for s in summaries if s.model != first and s.model in finished]
@@ -227,12 +229,14 @@ def significance(
             ours = {run.key: run.users[metric] for run in runs[first] if metric in run.users}
             theirs = {run.key: run.users[metric] for run in runs[other] if metric in run.users}
             tests.append({"against": other, "metric": metric, **compare_runs(ours, theirs)})
-    for test, adjusted in zip(tests, holm([test["p_value"] for test in tests])):
+    family = 2 * (len(models) - 1)
+    for test, adjusted in zip(tests, holm([test["p_value"] for test in tests], family)):
         test["p_holm"] = adjusted
     return {
         "model": first,
-        "best_other": best_other(models, summaries, f"recall@{k}"),
-        "ranked_by": f"recall@{k}",
+        "best_other": best_other(models, summaries),
+        "ranked_by": "the search's best validation score",
+        "family": family,
         "test": "paired t-test over runs (split, seed), two-sided; 95% bootstrap interval over runs and users; Holm",
         "level": SIGNIFICANCE_LEVEL,
         "comparisons": tests,
@@ -306,7 +310,7 @@ def run_tuned_comparison(
                 continue
             finished[model] = done
             write([name for name in models if name not in finished])
-    rival = best_other(models, list(finished.values()), f"recall@{ks[-1]}")
+    rival = best_other(models, list(finished.values()))
     splitting = [models[0], rival] if budget.split_seeds and rival and finished[models[0]].seeds else []
     for wait in (False, True):
         for model in list(splitting):

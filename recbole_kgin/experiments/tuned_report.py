@@ -111,9 +111,15 @@ def format_tests(test: Dict[str, Any], partial: bool = False) -> List[str]:
     """The first model against each other: difference with its interval, relative
     effect, t-test p, Holm-adjusted p."""
     first = test["model"]
+    run, family = len(test["comparisons"]), test.get("family", len(test["comparisons"]))
+    scope = (
+        f"over the {run} tests below" if family == run else
+        f"over the {family} tests planned, {run} below: until the other {family - run} have run they count as "
+        f"p = 1, so these adjusted values can only fall"
+    )
     lines = [
         f"{first} against each other model{' finished so far' if partial else ''}, over runs paired by (split, seed): "
-        f"{test['test']} over the {len(test['comparisons'])} tests below.",
+        f"{test['test']} {scope}.",
         "",
         *_header(["vs", "metric", "runs", first, "other", "difference [95% CI]", "relative", "p", "p (Holm)"]),
     ]
@@ -124,7 +130,8 @@ def format_tests(test: Dict[str, Any], partial: bool = False) -> List[str]:
         relative = "" if t["relative"] is None else f"{100 * t['relative']:+.1f}%"
         lines.append(_row([
             t["against"], t["metric"], str(t["pairs"]), f"{t['mean_ours']:.4f}", f"{t['mean_theirs']:.4f}",
-            f"{t['difference']:+.4f} [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}]", relative, _p(t["p_value"]),
+            f"{t['difference']:+.4f} [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}]", relative,
+            "undefined: every run the same gap" if t["p_value"] is None and t["pairs"] >= 2 else _p(t["p_value"]),
             _p(t["p_holm"]),
         ]))  # fmt: skip
     return lines

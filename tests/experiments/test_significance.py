@@ -32,7 +32,9 @@ def test_runs_pair_by_split_and_seed_not_by_order():
     ours = runs({(7, s): level[s] + 0.01 for s in level})
     theirs = runs({(7, s): level[s] for s in reversed(level)})
     outcome = compare_runs(ours, theirs)
-    assert outcome["difference"] == pytest.approx(0.01) and outcome["p_value"] == 0.0
+    assert outcome["difference"] == pytest.approx(0.01)
+    # every pair the same gap: no variance, the t-test is undefined, never p = 0
+    assert outcome["p_value"] is None and outcome["statistic"] is None
     assert outcome["ci_low"] == pytest.approx(0.01) and outcome["ci_high"] == pytest.approx(0.01)
     # a run only one model has is left out
     outcome = compare_runs({**ours, (8, 1): {0: 1.0}}, theirs)
@@ -84,3 +86,16 @@ def test_holm_adjusts_step_down_and_keeps_order():
     assert holm([0.4, 0.6]) == pytest.approx([0.8, 0.8])  # monotone, capped at 1
     assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
     assert holm([]) == []
+
+
+def test_holm_over_a_planned_family_counts_tests_not_yet_run_as_p_one():
+    assert holm([0.01, 0.04], family_size=4) == pytest.approx([0.04, 0.12])
+    assert holm([0.01, None, 0.04], family_size=2) == holm([0.01, None, 0.04])
+    with pytest.raises(ValueError):
+        holm([0.01, 0.02, 0.03], family_size=2)
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # an upper bound of the adjusted values once the rest have run, whatever they are
+        seen, later = rng.uniform(0, 0.2, size=3), rng.uniform(0, 1, size=4)
+        interim = holm(list(seen), family_size=7)
+        final = holm(list(seen) + list(later))[:3]
+        assert all(f <= i + 1e-12 for f, i in zip(final, interim))
