@@ -182,19 +182,33 @@ def _search_algorithm(name: str, space: Dict[str, Any], metric: str, mode: str, 
     return searcher
 
 
-def final_run(frame):
+def final_run(frame, max_epochs: Optional[int] = None):
     """A trial's reports (Ray's metrics frame, one row per report, in order) as its final
-    run made them. A trial that was resumed from a checkpoint, or restarted, reports epochs
-    again that its earlier run had reported: each report of epoch e replaces the earlier
-    reports of epochs e and later."""
+    run made them. A trial resumed from a checkpoint reports epochs again that its earlier
+    run had reported: each report of epoch e replaces the earlier reports of epochs e and
+    later. A report of epoch 1 starts a new run (the trial restarted from scratch). The
+    trial's record is its last run that finished (stopped by RecBole, or at
+    ``max_epochs``), else its last run: Ray restarts a finished trial from scratch where
+    the experiment record it resumes from was written while the trial still ran, and
+    that restart must not replace the finished run."""
     if frame is None or "epoch" not in getattr(frame, "columns", []):
         return frame
-    kept: List[int] = []
+    runs: List[List[int]] = []
     for position, epoch in enumerate(frame["epoch"]):
+        if not runs or epoch == 1:
+            runs.append([])
+        kept = runs[-1]
         while kept and frame["epoch"].iloc[kept[-1]] >= epoch:
             kept.pop()
         kept.append(position)
-    return frame.iloc[kept]
+
+    def finished(run: List[int]) -> bool:
+        last = frame.iloc[run[-1]]
+        stopped = "stopped_by_recbole" in frame.columns and bool(last["stopped_by_recbole"])
+        return stopped or (max_epochs is not None and last["epoch"] >= max_epochs)
+
+    complete = [run for run in runs if finished(run)]
+    return frame.iloc[(complete or runs)[-1]]
 
 
 def trial_reports(result):
@@ -230,7 +244,7 @@ def _trial_order(result) -> str:
 def _trial_rows(result_grid, max_epochs: int, bigger: bool) -> List[TrialRow]:
     rows = []
     for index, result in enumerate(sorted(result_grid, key=_trial_order)):
-        frame = final_run(trial_reports(result))
+        frame = final_run(trial_reports(result), max_epochs)
         reported = frame is not None and "valid_score" in getattr(frame, "columns", [])
         scores = list(frame["valid_score"]) if reported else []
         best = (max(scores) if bigger else min(scores)) if scores else None

@@ -156,6 +156,25 @@ def test_a_trials_final_run_counts_each_epochs_latest_report():
     assert final_run(pd.DataFrame({"valid_score": [0.1]}))["valid_score"].tolist() == [0.1]  # no epoch column
 
 
+def test_a_finished_trial_restarted_from_scratch_keeps_its_finished_run():
+    """Ray resumed from a record written while the trial still ran, restarted it from
+    epoch 1 and stopped it early: the run that finished is the trial's record."""
+    import pandas as pd
+
+    from recbole_kgin.experiments.tune import final_run
+
+    epochs = [1, 2, 3, 2, 3, 4, 1, 2]  # a run resumed at epoch 2, stopped by RecBole at 4; then a restart
+    frame = pd.DataFrame({"epoch": epochs, "valid_score": [0.1, 0.2, 0.3, 0.25, 0.35, 0.3, 0.05, 0.1],
+                          "stopped_by_recbole": [False] * 5 + [True] + [False] * 2})  # fmt: skip
+    kept = final_run(frame)
+    assert list(kept["epoch"]) == [1, 2, 3, 4] and list(kept["valid_score"]) == pytest.approx([0.1, 0.25, 0.35, 0.3])
+    # at the epoch cap a run is finished too; without a finished run the last one stands
+    capped = frame.assign(stopped_by_recbole=False)
+    assert list(final_run(capped, max_epochs=4)["epoch"]) == [1, 2, 3, 4]
+    assert list(final_run(capped)["epoch"]) == [1, 2]
+    assert list(final_run(capped, max_epochs=10)["epoch"]) == [1, 2]
+
+
 def test_trial_rows_read_every_report_of_a_trial_restored_in_a_new_process(tmp_path):
     """Ray's progress.csv of a trial restored by a new process whose first report carried a
     checkpoint: the header has the columns of the first process's reports, the later rows
