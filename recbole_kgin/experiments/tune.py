@@ -408,6 +408,12 @@ def _run_search(
     # Ray's TensorBoard logger renames each metric with an "@" (recall@20 -> recall_20) and
     # says so at INFO, once per metric and epoch of every trial, into RecBole's log
     logging.getLogger("tensorboardX").setLevel(logging.WARNING)
+    # Ray's own Ctrl-C handler ends the trials and returns from fit() as if the search had
+    # finished, so an interrupted search would be recorded as complete (its unfinished
+    # trials' reports as their results): let Ctrl-C interrupt the process instead; Ray's
+    # record of the experiment, saved as it runs, resumes it.
+    sigint_setting = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     started_here = not ray.is_initialized()
     if started_here:
         # without an address, a Ray of our own: ray.init() alone would attach to the last
@@ -442,6 +448,10 @@ def _run_search(
                 shutil.rmtree(finished_checkpoint, ignore_errors=True)
         return _trial_rows(result_grid, max_epochs, bigger)
     finally:
+        if sigint_setting is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = sigint_setting
         if started_here:
             ray.shutdown()
 

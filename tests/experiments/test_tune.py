@@ -269,6 +269,47 @@ sys.meta_path.insert(0, _PatchTrainer())
 
 
 @pytest.mark.slow
+def test_a_search_interrupted_by_ctrl_c_records_nothing_as_finished(tmp_path, toy_root):
+    """Ctrl-C (SIGINT) mid-trial ends the search process without writing its records:
+    Ray's own handler would end the trial and return as if the search had finished,
+    recording the unfinished trial's reports as its result."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    space = space_file(tmp_path, "learning_rate: {grid: [0.01]}\n")
+    output = tmp_path / "out"
+    settings = {**TOY, "data_path": str(toy_root), "epochs": 12, "stopping_step": 1000}
+    arguments = dict(num_samples=1, scheduler="fifo", output=str(output), checkpoint_seconds=0.0, retrain=False)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(BLOCKING_SITECUSTOMIZE)
+    blocked = tmp_path / "blocked"
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+                   "RECBOLE_KGIN_TEST_BLOCK_AT": "3", "RECBOLE_KGIN_TEST_BLOCKED": str(blocked)}  # fmt: skip
+    environment.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+    code = f"from recbole_kgin.experiments.tune import run_tune\nrun_tune({space!r}, 'BPR', 'toy', None, {settings!r}, resume=True, **{arguments!r})"
+    search = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, start_new_session=True, env=environment,
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "search.log", "w"))  # fmt: skip
+    deadline = time.monotonic() + 600
+    try:
+        while not blocked.exists():
+            assert search.poll() is None, "the search ended: " + (tmp_path / "search.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the trial was not held within 600 s"
+            time.sleep(0.2)
+        search.send_signal(signal.SIGINT)
+        returncode = search.wait(timeout=120)
+    finally:
+        if search.poll() is None:
+            os.killpg(search.pid, signal.SIGKILL)
+            search.wait()
+    assert returncode != 0
+    assert not (output / "trials.md").exists() and not (output / "trials.csv").exists()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpoints_kept", [True, False])
 def test_a_search_killed_mid_trial_resumes_the_trial_from_its_checkpoint(tmp_path, toy_root, checkpoints_kept):
     """As when its machine goes away: the search's process group is killed mid-trial (its
