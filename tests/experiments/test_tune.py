@@ -290,7 +290,9 @@ def test_a_search_interrupted_by_ctrl_c_records_nothing_as_finished(tmp_path, to
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
                    "RECBOLE_KGIN_TEST_BLOCK_AT": "3", "RECBOLE_KGIN_TEST_BLOCKED": str(blocked)}  # fmt: skip
     environment.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-    code = f"from recbole_kgin.experiments.tune import run_tune\nrun_tune({space!r}, 'BPR', 'toy', None, {settings!r}, resume=True, **{arguments!r})"
+    # Ctrl-C as at a terminal: a process started in the background inherits SIGINT ignored
+    code = ("import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            f"from recbole_kgin.experiments.tune import run_tune\nrun_tune({space!r}, 'BPR', 'toy', None, {settings!r}, resume=True, **{arguments!r})")  # fmt: skip
     search = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, start_new_session=True, env=environment,
                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "search.log", "w"))  # fmt: skip
     deadline = time.monotonic() + 600
