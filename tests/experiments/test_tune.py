@@ -268,6 +268,27 @@ sys.meta_path.insert(0, _PatchTrainer())
 """
 
 
+def _held_search(tmp_path, toy_root, block_at: int, prefix: str = ""):
+    """(output folder, environment, code, (space, settings, arguments)) of a one-trial BPR search on the toy data whose
+    trial is held at epoch ``block_at`` (0-based) until killed, the marker file
+    ``tmp_path / "blocked"`` written once it is; ``prefix``: code run first."""
+    import os
+
+    space = space_file(tmp_path, "learning_rate: {grid: [0.01]}\n")
+    output = tmp_path / "out"
+    settings = {**TOY, "data_path": str(toy_root), "epochs": 12, "stopping_step": 1000}
+    arguments = dict(num_samples=1, scheduler="fifo", output=str(output), checkpoint_seconds=0.0, retrain=False)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(BLOCKING_SITECUSTOMIZE)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+                   "RECBOLE_KGIN_TEST_BLOCK_AT": str(block_at), "RECBOLE_KGIN_TEST_BLOCKED": str(tmp_path / "blocked")}  # fmt: skip
+    environment.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+    code = prefix + (f"from recbole_kgin.experiments.tune import run_tune\n"
+                     f"run_tune({space!r}, 'BPR', 'toy', None, {settings!r}, resume=True, **{arguments!r})")  # fmt: skip
+    return output, environment, code, (space, settings, arguments)
+
+
 @pytest.mark.slow
 def test_a_search_interrupted_by_ctrl_c_records_nothing_as_finished(tmp_path, toy_root):
     """Ctrl-C (SIGINT) mid-trial ends the search process without writing its records:
@@ -279,20 +300,11 @@ def test_a_search_interrupted_by_ctrl_c_records_nothing_as_finished(tmp_path, to
     import sys
     import time
 
-    space = space_file(tmp_path, "learning_rate: {grid: [0.01]}\n")
-    output = tmp_path / "out"
-    settings = {**TOY, "data_path": str(toy_root), "epochs": 12, "stopping_step": 1000}
-    arguments = dict(num_samples=1, scheduler="fifo", output=str(output), checkpoint_seconds=0.0, retrain=False)
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(BLOCKING_SITECUSTOMIZE)
-    blocked = tmp_path / "blocked"
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
-                   "RECBOLE_KGIN_TEST_BLOCK_AT": "3", "RECBOLE_KGIN_TEST_BLOCKED": str(blocked)}  # fmt: skip
-    environment.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
     # Ctrl-C as at a terminal: a process started in the background inherits SIGINT ignored
-    code = ("import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
-            f"from recbole_kgin.experiments.tune import run_tune\nrun_tune({space!r}, 'BPR', 'toy', None, {settings!r}, resume=True, **{arguments!r})")  # fmt: skip
+    output, environment, code, _ = _held_search(
+        tmp_path, toy_root, 3, "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    )
+    blocked = tmp_path / "blocked"
     search = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, start_new_session=True, env=environment,
                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "search.log", "w"))  # fmt: skip
     deadline = time.monotonic() + 600
@@ -328,17 +340,8 @@ def test_a_search_killed_mid_trial_resumes_the_trial_from_its_checkpoint(tmp_pat
     import time
 
     epochs, block_at = 12, 5  # 0-based: epochs 1-5 are reported before the trial stops
-    space = space_file(tmp_path, "learning_rate: {grid: [0.01]}\n")
-    output = tmp_path / "out"
-    settings = {**TOY, "data_path": str(toy_root), "epochs": epochs, "stopping_step": 1000}
-    arguments = dict(num_samples=1, scheduler="fifo", output=str(output), checkpoint_seconds=0.0, retrain=False)
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(BLOCKING_SITECUSTOMIZE)
+    output, environment, code, (space, settings, arguments) = _held_search(tmp_path, toy_root, block_at)
     blocked = tmp_path / "blocked"
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
-                   "RECBOLE_KGIN_TEST_BLOCK_AT": str(block_at), "RECBOLE_KGIN_TEST_BLOCKED": str(blocked)}  # fmt: skip
-    code = f"from recbole_kgin.experiments.tune import run_tune\nrun_tune({space!r}, 'BPR', 'toy', None, {settings!r}, resume=True, **{arguments!r})"
     search = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, start_new_session=True, env=environment,
                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "search.log", "w"))  # fmt: skip
     experiment = output / "ray" / "BPR-toy"
