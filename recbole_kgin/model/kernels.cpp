@@ -255,8 +255,8 @@ inline scalar_t kept(int16_t lane, int32_t cut) {
 // generator: word i = mix(mix(i + k1) ^ (k2 + high(i) * golden)), mix Wellons' lowbias32
 // hash (a bijection of 32-bit words), k1 and k2 from a 64-bit seed. Every word is a
 // function of (seed, i) alone, so the result does not depend on the thread count, and
-// the loop vectorises (8 words per AVX2 instruction; torch's generator draws one
-// 64-bit word at a time, ~10x slower for a batch's masks).
+// the loop has no dependence between words (measured at one thread: 0.36 ms for 1.5M
+// 16-bit lanes, torch's 64-bit draws 1.28 ms).
 inline uint32_t mix32(uint32_t x) {
   x ^= x >> 16;
   x *= 0x7feb352dU;
