@@ -12,7 +12,7 @@ property files (``properties/model/<Model>.yaml``, then
 
 Outputs in ``DIR`` (default ``results/compare-<dataset>``): ``results.md``,
 ``results.csv``, ``results.json``, ``comparison.png``, ``configs/<Model>-<hash>.yaml``
-(the resolved config of each run), ``runs/<Model>-<hash>.json`` (one finished run
+(the resolved config of each run, its data named by checksums, not by folder), ``runs/<Model>-<hash>.json`` (one finished run
 each) and ``checkpoints/<Model>-<hash>.pth`` (its best model). A run whose resolved
 config (and data files) hash to an existing ``runs/`` entry is not trained again
 unless ``force``; a run that was killed continues from its last validation
@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from recbole_kgin.common.atomic import replacing, write_text_atomically
 from recbole_kgin.config import Config
+from recbole_kgin.data.checksum import data_checksums
 from recbole_kgin.data.location import reads_kg
 from recbole_kgin.data.location import expected_files
 from recbole_kgin.common.errors import UserInputError
@@ -92,6 +93,17 @@ def plain(value: Any) -> Any:
 
 def resolved_config(config: Config) -> Dict[str, Any]:
     return {key: plain(value) for key, value in sorted(config.final_config_dict.items())}
+
+
+def recorded_config(config: Config) -> Dict[str, Any]:
+    """The resolved config as a run's record keeps it (``configs/<Model>-<hash>.yaml``):
+    without ``data_path``, a folder of the machine that ran it, and with
+    ``data_checksums``, the SHA-256 of each of the dataset's atomic files, which say
+    on any machine which data the run read."""
+    settings = resolved_config(config)
+    settings.pop("data_path", None)
+    settings["data_checksums"] = data_checksums(config)
+    return settings
 
 
 def config_hash(config: Config) -> str:
@@ -227,7 +239,7 @@ def run_one(
     digest = config_hash(config)
     run_file = output / "runs" / f"{model}-{digest}.json"
     users_file = output / "runs" / f"{model}-{digest}.users.json"
-    write_text_atomically(output / "configs" / f"{model}-{digest}.yaml", yaml.safe_dump(resolved_config(config), sort_keys=True))
+    write_text_atomically(output / "configs" / f"{model}-{digest}.yaml", yaml.safe_dump(recorded_config(config), sort_keys=True))
     if run_file.is_file() and not force and (not per_user_ks or users_file.is_file()):
         cached = RunResult(**json.loads(run_file.read_text()))
         cached.status = "cached"

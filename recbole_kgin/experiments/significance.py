@@ -8,31 +8,36 @@ figure is their mean, unrounded (:func:`run_value`).
 
 A trained model is one draw of a random process (initialisation, dropout, negatives,
 batch order, and the split). Two models are therefore compared over **runs**, paired
-by (split seed, seed): :func:`compare_runs` gives the mean difference of the run values,
-a paired t-test over the pairs (two-sided), the relative effect (difference over the
-other model's mean) and a 95% confidence interval of the difference from a two-level
-bootstrap that resamples the run pairs and, inside each, the test users, so that
-both training variance and the choice of users widen it. :func:`holm` adjusts the
-p-values of all the tests a report plans (Holm's step-down, family-wise error); tests
-not yet run count as p = 1, so the adjusted values can only fall as they arrive.
+by (split seed, seed): :func:`compare_runs` gives the mean difference, a t-test of the
+differences (two-sided; over the run pairs on one split, over the splits' mean
+differences where the runs span several splits, since runs on one split are not
+independent of each other), that test's own 95% confidence interval (it excludes 0
+exactly where p < 0.05), the relative effect (difference over the other model's mean),
+and a second 95% interval from a nested bootstrap that also resamples the test users
+(once per split for all its runs), so that both training variance and the choice of
+users widen it. :func:`holm` adjusts the p-values of all the tests a report plans
+(Holm's step-down, family-wise error); tests not yet run count as p = 1, so the
+adjusted values can only fall as they arrive.
 
 Ties: run values are rounded to :data:`DECIMALS` places before they are differenced,
 so that two runs equal up to float noise (a mean summed in another order) count as a
-tie, never as a tiny difference of either sign; where every pair ties, the test
-reports p = 1. Where every pair differs by the same nonzero amount the differences
-have no variance and the t-test is undefined: statistic and p are None, never 0.
+tie, never as a tiny difference of either sign; where every unit ties, the test
+reports p = 1. Where every unit differs by the same nonzero amount the differences
+have no variance and the t-test is undefined: statistic, p and its interval are None,
+never p = 0.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Dict, Hashable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Hashable, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 PER_USER_METRICS = ("recall", "ndcg")
 DECIMALS = 10  # run values are compared at this precision
 BOOTSTRAP_SAMPLES = 10000
+BOOTSTRAP_CHUNK = 1000  # samples drawn at once: (chunk, users) weights in memory
 CONFIDENCE = 0.95
 
 
@@ -79,67 +84,106 @@ def compare_runs(
     theirs: Mapping[Hashable, Mapping[int, float]],
     seed: int = 0,
     samples: int = BOOTSTRAP_SAMPLES,
-) -> Dict[str, Optional[float]]:
+) -> Dict[str, Any]:
     """Our model against theirs on one metric, over the runs both have.
 
     ``ours``/``theirs`` map a run's key, ``(split_seed, seed)``, to its per-user test
-    values ``{user: value}``; runs pair by key, users by id within a pair. Returns
-    ``pairs``, ``mean_ours``, ``mean_theirs``, ``difference`` (ours - theirs, mean over
-    pairs), ``relative`` (difference / mean_theirs), ``statistic`` and ``p_value`` of the
-    paired t-test over pairs (two-sided; None with fewer than 2 pairs or where every
-    pair differs by the same nonzero amount), ``ci_low`` and
-    ``ci_high`` (the bootstrap's 2.5% and 97.5% quantiles of the mean difference).
+    values ``{user: value}``; runs pair by key, users by id within a split.
+
+    The unit of the test is the run where every pair shares one split, else the split:
+    runs on one split share its test users and its training data, so with several
+    splits each split's mean difference over its seeds is one observation (the exact
+    test of a balanced nested design), never each run (pseudo-replication).
+
+    Returns ``pairs`` (run pairs), ``splits``, ``unit`` (``"run"`` or ``"split"``),
+    ``units`` (their count), ``mean_ours``, ``mean_theirs``, ``difference`` (ours -
+    theirs: the mean over units), ``relative`` (difference / mean_theirs), ``statistic``
+    and ``p_value`` of the t-test of the units' differences (two-sided; paired over runs
+    on one split; None with fewer than 2 units or where every unit has the same nonzero
+    difference), ``ci_low``/``ci_high`` (the same t-test's 95% interval of the mean
+    difference: it excludes 0 exactly where p < 0.05) and ``boot_low``/``boot_high``
+    (:func:`_bootstrap_interval`: splits, runs and test users resampled, so that the
+    choice of users widens it too).
     """
-    from scipy.stats import ttest_rel
+    from scipy.stats import t as student_t
+    from scipy.stats import ttest_1samp
 
     keys = sorted(set(ours) & set(theirs), key=repr)
-    a = np.round([run_value(ours[key]) for key in keys], DECIMALS)
-    b = np.round([run_value(theirs[key]) for key in keys], DECIMALS)
-    outcome: Dict[str, Optional[float]] = dict.fromkeys(
-        ("pairs", "mean_ours", "mean_theirs", "difference", "relative", "statistic", "p_value", "ci_low", "ci_high")
-    )
+    outcome: Dict[str, Any] = dict.fromkeys(
+        ("pairs", "splits", "unit", "units", "mean_ours", "mean_theirs", "difference", "relative", "statistic",
+         "p_value", "ci_low", "ci_high", "boot_low", "boot_high")
+    )  # fmt: skip
     outcome["pairs"] = len(keys)
     if not keys:
         return outcome
-    differences = np.round(a - b, DECIMALS)
-    outcome.update(mean_ours=float(a.mean()), mean_theirs=float(b.mean()), difference=float(differences.mean()))
-    outcome["relative"] = float(differences.mean() / b.mean()) if b.mean() else None
-    if len(keys) >= 2:
+    by_split: Dict[Hashable, List[Hashable]] = {}
+    for key in keys:
+        by_split.setdefault(_split_of(key), []).append(key)
+    a = {key: round(run_value(ours[key]), DECIMALS) for key in keys}
+    b = {key: round(run_value(theirs[key]), DECIMALS) for key in keys}
+    if len(by_split) == 1:
+        unit, groups = "run", [[key] for key in keys]
+    else:
+        unit, groups = "split", list(by_split.values())
+    mine = np.array([np.mean([a[key] for key in group]) for group in groups])
+    other = np.array([np.mean([b[key] for key in group]) for group in groups])
+    differences = np.round(mine - other, DECIMALS)
+    mean_difference = float(np.round(differences.mean(), DECIMALS))
+    outcome.update(splits=len(by_split), unit=unit, units=len(groups), mean_ours=float(mine.mean()),
+                   mean_theirs=float(other.mean()), difference=mean_difference)  # fmt: skip
+    outcome["relative"] = float(mean_difference / other.mean()) if other.mean() else None
+    if len(groups) >= 2:
         if not np.any(differences):
-            outcome["statistic"], outcome["p_value"] = 0.0, 1.0
-        else:
-            if not np.all(differences == differences[0]):  # else every pair the same nonzero gap: undefined
-                result = ttest_rel(a, b)
-                outcome["statistic"], outcome["p_value"] = float(result.statistic), float(result.pvalue)
-    outcome["ci_low"], outcome["ci_high"] = _bootstrap_interval(
-        [_user_differences(ours[key], theirs[key]) for key in keys], seed, samples
-    )
+            outcome.update(statistic=0.0, p_value=1.0, ci_low=0.0, ci_high=0.0)
+        elif not np.all(differences == differences[0]):  # else every unit the same nonzero gap: undefined
+            result = ttest_1samp(differences, 0.0)
+            half = student_t.ppf((1 + CONFIDENCE) / 2, len(groups) - 1) * differences.std(ddof=1) / np.sqrt(len(groups))
+            outcome.update(statistic=float(result.statistic), p_value=float(result.pvalue),
+                           ci_low=mean_difference - float(half), ci_high=mean_difference + float(half))  # fmt: skip
+    tables = [_user_differences([ours[key] for key in group], [theirs[key] for key in group]) for group in by_split.values()]
+    outcome["boot_low"], outcome["boot_high"] = _bootstrap_interval(tables, seed, samples)
     return outcome
 
 
-def _user_differences(ours: Mapping[int, float], theirs: Mapping[int, float]) -> np.ndarray:
-    """Per-user differences of one run pair, over the users both runs tested."""
-    users = sorted(set(ours) & set(theirs))
-    return np.array([ours[user] - theirs[user] for user in users], dtype=float)
+def _split_of(key: Hashable) -> Hashable:
+    """The split of a run key ``(split_seed, seed)``; a key of another shape is its own split."""
+    return key[0] if isinstance(key, tuple) and len(key) == 2 else key
 
 
-def _bootstrap_interval(runs: Sequence[np.ndarray], seed: int, samples: int) -> List[float]:
-    """The central ``CONFIDENCE`` interval of the mean difference: each bootstrap sample
-    draws the run pairs with replacement and, within each drawn pair, its users with
-    replacement; its statistic is the mean over drawn pairs of their user means."""
+def _user_differences(ours: Sequence[Mapping[int, float]], theirs: Sequence[Mapping[int, float]]) -> np.ndarray:
+    """Per-user differences of the run pairs of one split, ``(runs, users)``, over the
+    users every run of the split tested (one split's runs test the same users)."""
+    users = sorted(set.intersection(*(set(run) for run in (*ours, *theirs))))
+    return np.array([[mine[user] - other[user] for user in users] for mine, other in zip(ours, theirs)], dtype=float)
+
+
+def _bootstrap_interval(tables: Sequence[np.ndarray], seed: int, samples: int) -> List[Optional[float]]:
+    """The central ``CONFIDENCE`` interval of the mean difference from a nested bootstrap.
+
+    ``tables``: per split, its ``(runs, users)`` per-user differences. Each sample draws
+    the splits with replacement (where there are several), and within each split its
+    run pairs and, once for all of them, its users with replacement (the runs of a split
+    test the same users, so one user draw serves them all); the statistic is the mean over
+    drawn splits of the mean over drawn runs and users. [None, None] where a split has no
+    common users."""
+    if any(table.size == 0 for table in tables):
+        return [None, None]
     rng = np.random.default_rng(seed)
-    count = len(runs)
-    run_means = np.empty((count, samples))
-    for index, differences in enumerate(runs):  # (runs, samples): a user resample per run and sample
-        if len(differences) == 0:
-            run_means[index] = 0.0
-            continue
-        draws = rng.integers(0, len(differences), size=(samples, len(differences)))
-        run_means[index] = differences[draws].mean(axis=1)
-    picked = rng.integers(0, count, size=(samples, count))  # run pairs drawn per sample
-    statistics = np.round(run_means[picked, np.arange(samples)[:, None]].mean(axis=1), DECIMALS)
+    split_means = np.empty((len(tables), samples))
+    for index, table in enumerate(tables):
+        runs, users = table.shape
+        for start in range(0, samples, BOOTSTRAP_CHUNK):
+            size = min(BOOTSTRAP_CHUNK, samples - start)
+            run_weights = rng.multinomial(runs, np.full(runs, 1 / runs), size=size) / runs  # (size, runs)
+            user_weights = rng.multinomial(users, np.full(users, 1 / users), size=size) / users  # (size, users)
+            split_means[index, start : start + size] = ((run_weights @ table) * user_weights).sum(axis=1)
+    if len(tables) > 1:
+        picked = rng.integers(0, len(tables), size=(samples, len(tables)))  # splits drawn per sample
+        statistics = split_means[picked, np.arange(samples)[:, None]].mean(axis=1)
+    else:
+        statistics = split_means[0]
     tail = (1 - CONFIDENCE) / 2
-    low, high = np.quantile(statistics, [tail, 1 - tail])
+    low, high = np.quantile(np.round(statistics, DECIMALS), [tail, 1 - tail])
     return [float(low), float(high)]
 
 

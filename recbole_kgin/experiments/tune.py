@@ -293,14 +293,17 @@ def plain_value(value: Any) -> Any:
 
 
 def write_best_config(path: Path, model: str, dataset: str, values: Dict[str, Any], score: float, metric: str) -> None:
-    """A property file for ``run_recbole_kgin.py --config_files``."""
+    """A property file for ``run_recbole_kgin.py --config_files``; ``data_path`` is left
+    out (a folder of this machine): the command in its header says where it goes."""
+    shown = os.path.relpath(path) if Path(os.path.abspath(path)).is_relative_to(Path.cwd()) else str(path)
     header = (
         f"# Best {model} configuration on {dataset} found by recbole-kgin's Ray Tune search\n"
         f"# (validation {metric} = {score:.4f}). Use it with:\n"
-        f"#   python run_recbole_kgin.py --model {model} --dataset {dataset} --config_files {path}\n"
+        f"#   python run_recbole_kgin.py --model {model} --dataset {dataset} --config_files {shown} --data_path=DIR\n"
+        f"# where DIR holds the folder {dataset}/ with the atomic files (leave it out for RecBole's default).\n"
     )
-    body = yaml.safe_dump({k: plain_value(v) for k, v in sorted(values.items())}, sort_keys=True)
-    write_text_atomically(path, header + body)
+    kept = {k: plain_value(v) for k, v in sorted(values.items()) if k != "data_path"}
+    write_text_atomically(path, header + yaml.safe_dump(kept, sort_keys=True))
 
 
 def run_tune(
@@ -365,7 +368,10 @@ def run_tune(
     best = pick(finished, key=lambda row: row.best_valid_score)
     best_file = output_dir / f"best_{model}_{dataset}.yaml"
     write_best_config(best_file, model, dataset, {**fixed, **best.params}, best.best_valid_score, metric)
-    test_result, retrained_valid_score = _retrain_best(model, dataset, config_files, best_file, threads) if retrain else (None, None)
+    retrain_settings = {**threads, "data_path": fixed["data_path"]}
+    test_result, retrained_valid_score = (
+        _retrain_best(model, dataset, config_files, best_file, retrain_settings) if retrain else (None, None)
+    )
     return {
         "trials": rows,
         "best_params": best.params,
@@ -491,13 +497,14 @@ def forget_missing_checkpoints(experiment: Path) -> List[str]:
 
 
 def _retrain_best(
-    model: str, dataset: str, config_files: List[str], best_file: Path, threads: Dict[str, Any]
+    model: str, dataset: str, config_files: List[str], best_file: Path, settings: Dict[str, Any]
 ) -> Tuple[Dict[str, Any], float]:
-    """Train the best configuration again (threads as in the trials, for the same numbers)
-    and evaluate it on test: ``(test_result, best_valid_score)``."""
+    """Train the best configuration again on the search's data (``settings``: its
+    ``data_path``, and threads as in the trials, for the same numbers) and evaluate it on
+    test: ``(test_result, best_valid_score)``."""
     from recbole_kgin.quick_start import run_recbole_kgin
 
-    retrained = run_recbole_kgin(model, dataset, config_files + [str(best_file)], {**QUIET, **threads})
+    retrained = run_recbole_kgin(model, dataset, config_files + [str(best_file)], {**QUIET, **settings})
     return dict(retrained["test_result"]), retrained["best_valid_score"]
 
 

@@ -21,13 +21,15 @@ The protocol, the same for every model:
    search validated on (``split_seed`` = the config's ``seed``: the seeds vary the
    initialisation, dropout, negatives and batch order, not which interactions are test),
    each until early stopping, ``max_epochs`` at most. The first model and the best
-   other model (by mean test Recall@k at the largest k) run the same seeds on
+   other model (by its search's best validation score, never a test figure) run the same seeds on
    ``split_seeds`` more splits (``split_seed + 1``, ...), which shows how much the split
    moves the result. Seeds are shared by all models, so that runs pair.
 4. **Tests** (:mod:`recbole_kgin.experiments.significance`): the first model against every other, on
-   Recall@k and NDCG@k at the largest k, over the runs both have, paired by (split, seed):
-   mean difference with a 95% bootstrap interval (runs and users resampled), relative
-   effect, paired t-test over runs, and Holm's adjustment over every test of the report.
+   Recall@k and NDCG@k at the largest k, over the runs on the search's split paired by
+   seed, and against the best other model also over every split (the splits' mean
+   differences, since runs on one split are not independent): mean difference, paired
+   t-test and its 95% interval, a 95% bootstrap interval over runs and test users,
+   relative effect, and Holm's adjustment over every test the comparison plans.
 
 Outputs in ``DIR`` (default ``results/compare-<dataset>``): ``tuned.md`` (the tables),
 ``tuned.json``, ``tuned.csv``, ``runs.csv`` (one row per run), ``curves.png``,
@@ -49,6 +51,7 @@ cache. ``--force`` redoes everything in every process: use it with one process o
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import statistics
@@ -103,7 +106,7 @@ def search_model(
 ) -> Dict[str, Any]:
     """The model's search, or its cached result: the best ``params`` and
     ``best_valid_score``, and what the search spent (``trials``, ``trial_epochs``,
-    ``trial_seconds``, ``best_trial_epochs``, ``best_trial_capped``)."""
+    ``trial_seconds``, ``best_trial_epochs``, ``best_trial_capped``, ``capped_trials``)."""
     from recbole_kgin.experiments.tune import plain_value, run_tune
 
     space = resolve_space(model)
@@ -112,6 +115,8 @@ def search_model(
     if record.is_file() and not force:
         cached = json.loads(record.read_text())
         if cached.get("key") == key:
+            if "capped_trials" not in cached:  # a record from before the count was kept: read it off trials.csv
+                cached["capped_trials"] = _capped_trials(folder / "trials.csv")
             return cached
     outcome = run_tune(
         str(space), model, dataset, config_file_list, {**config_dict, "epochs": budget.trial_cap},
@@ -135,9 +140,20 @@ def search_model(
         "trial_seconds": sum(row.seconds for row in rows),
         "best_trial_epochs": best.epochs_run,
         "best_trial_capped": best.capped,
+        "capped_trials": sum(row.capped for row in rows),
     }
     write_text_atomically(record, json.dumps(result, indent=2))
     return result
+
+
+def _capped_trials(trials_csv: Path) -> Optional[int]:
+    """How many trials of a search's ``trials.csv`` ran to its epoch cap (status
+    ``completed``: neither RecBole's early stopping nor the scheduler ended them); None
+    without the file."""
+    if not trials_csv.is_file():
+        return None
+    with open(trials_csv, newline="", encoding="utf-8") as handle:
+        return sum(row["status"] == "completed" for row in csv.DictReader(handle))
 
 
 def write_property_file(
@@ -164,7 +180,7 @@ def summarize(model: str, search: Dict[str, Any], runs: Sequence[Run], budget: B
     spent = dict(
         trials=search.get("trials", 0), plan=search.get("plan", ""), trial_epochs=search.get("trial_epochs", 0),
         search_hours=search.get("trial_seconds", 0.0) / 3600, best_trial_epochs=search.get("best_trial_epochs", 0),
-        best_trial_capped=bool(search.get("best_trial_capped", False)),
+        best_trial_capped=bool(search.get("best_trial_capped", False)), capped_trials=search.get("capped_trials"),
     )  # fmt: skip
     finished = [run for run in runs if run.result.status in ("ok", "cached")]
     main_split = [run for run in finished if run.split_seed == min(r.split_seed for r in finished)] if finished else []
@@ -212,32 +228,51 @@ def best_other(models: Sequence[str], summaries: Sequence[ModelSummary]) -> Opti
 
 
 def significance(
-    models: Sequence[str], summaries: Sequence[ModelSummary], runs: Dict[str, List[Run]], k: int
+    models: Sequence[str], summaries: Sequence[ModelSummary], runs: Dict[str, List[Run]], k: int, split_seeds: int = 0
 ) -> Optional[Dict[str, Any]]:
-    """The first model against every other finished one on Recall@k and NDCG@k, over
-    the runs both have (:func:`recbole_kgin.experiments.significance.compare_runs`), p-values Holm-
-    adjusted over the family every model of ``models`` plans (2 tests per other model;
-    those not yet run count as p = 1); None where the first model or every other is missing."""
+    """The first model against every other finished one on Recall@k and NDCG@k
+    (:func:`recbole_kgin.experiments.significance.compare_runs`): over the seeds on the
+    search's split for every model alike, and, for the best other model once both have
+    run ``split_seeds`` more splits, over the splits (``"scope": "every split"``).
+    p-values are Holm-adjusted over the family the comparison plans (2 tests per other
+    model, 2 more across splits where ``split_seeds``; those not yet run count as p = 1).
+    None where the first model or every other is missing."""
     first = models[0]
     finished = {s.model for s in summaries if s.seeds}
     others = [s.model for s in summaries if s.model != first and s.model in finished]
     if first not in finished or not others:
         return None
+    main = min(run.split_seed for run in runs[first])
+    rival = best_other(models, summaries)
+    metrics = (f"recall@{k}", f"ndcg@{k}")
+
+    def per_user(model: str, metric: str, every_split: bool) -> Dict[Any, Dict[int, float]]:
+        return {run.key: run.users[metric] for run in runs[model]
+                if metric in run.users and (every_split or run.split_seed == main)}  # fmt: skip
+
     tests = []
     for other in others:
-        for metric in (f"recall@{k}", f"ndcg@{k}"):
-            ours = {run.key: run.users[metric] for run in runs[first] if metric in run.users}
-            theirs = {run.key: run.users[metric] for run in runs[other] if metric in run.users}
-            tests.append({"against": other, "metric": metric, **compare_runs(ours, theirs)})
-    family = 2 * (len(models) - 1)
+        for metric in metrics:
+            outcome = compare_runs(per_user(first, metric, False), per_user(other, metric, False))
+            tests.append({"against": other, "metric": metric, "scope": f"split {main}", **outcome})
+    if split_seeds and rival in others:
+        for metric in metrics:
+            outcome = compare_runs(per_user(first, metric, True), per_user(rival, metric, True))
+            if outcome["splits"] and outcome["splits"] > 1:
+                tests.append({"against": rival, "metric": metric, "scope": "every split", **outcome})
+    family = 2 * (len(models) - 1) + (2 if split_seeds and len(models) > 1 else 0)
     for test, adjusted in zip(tests, holm([test["p_value"] for test in tests], family)):
         test["p_holm"] = adjusted
     return {
         "model": first,
-        "best_other": best_other(models, summaries),
+        "best_other": rival,
         "ranked_by": "the search's best validation score",
         "family": family,
-        "test": "paired t-test over runs (split, seed), two-sided; 95% bootstrap interval over runs and users; Holm",
+        "test": (
+            "t-test of the paired differences, two-sided, over the runs (seeds) on the search's split, and over the "
+            "splits' mean differences for the model with runs on more splits; its 95% interval; a 95% bootstrap "
+            "interval that also resamples the test users; Holm"
+        ),
         "level": SIGNIFICANCE_LEVEL,
         "comparisons": tests,
     }
@@ -296,7 +331,7 @@ def run_tuned_comparison(
 
     def write(pending: Sequence[str]) -> Dict[str, Any]:
         summaries = [finished[name] for name in models if name in finished]
-        test = significance(models, summaries, runs, ks[-1])
+        test = significance(models, summaries, runs, ks[-1], budget.split_seeds)
         write_outputs(summaries, test, runs, budget, settings, output, metrics, pending)
         return {"summaries": summaries, "significance": test, "output": str(output), "metrics": metrics,
                 "settings": settings}  # fmt: skip

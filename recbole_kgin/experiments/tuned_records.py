@@ -79,5 +79,6 @@ class ModelSummary:
     search_hours: float = 0.0
     best_trial_epochs: int = 0
     best_trial_capped: bool = False
+    capped_trials: Optional[int] = None  # trials that ran to the search's epoch cap (None: not recorded)
     run_hours: float = 0.0  # every run's training and validation, extra splits included
     error: str = ""

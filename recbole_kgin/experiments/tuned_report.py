@@ -73,8 +73,8 @@ def format_table(
     models listed as not run yet; then the tests."""
     models = [s.model for s in summaries] + list(pending)
     lines = [protocol_line(budget, settings, models, test["best_other"] if test else None, pending), ""]
-    header = ["model", *metrics, "best epoch", "s/epoch", "trials", "trial-epochs", "search h",
-              "best trial: epochs", "runs", "runs capped", "run h"]  # fmt: skip
+    header = ["model", *metrics, "best epoch", "train s/epoch", "trials", "trials capped", "trial-epochs",
+              "search h (sum)", "best trial: epochs", "runs", "runs capped", "run h (sum)"]  # fmt: skip
     lines += _header(header)
     for summary in summaries:
         if summary.error:
@@ -88,15 +88,32 @@ def format_table(
         best_trial = f"{summary.best_trial_epochs}" + (" (hit the cap)" if summary.best_trial_capped else "")
         cells += [
             f"{summary.best_epoch:.1f}", f"{summary.seconds_per_epoch:.2f}", f"{summary.trials} ({summary.plan})",
+            "" if summary.capped_trials is None else str(summary.capped_trials),
             str(summary.trial_epochs), f"{summary.search_hours:.2f}", best_trial, str(summary.runs),
             str(summary.capped_runs), f"{summary.run_hours:.2f}",
         ]  # fmt: skip
         lines.append(_row(cells))
     for model in pending:
         lines.append(_row([model, "not run yet"] + [""] * (len(header) - 2)))
+    lines += ["", column_legend(budget)]
     if test:
         lines += ["", *format_tests(test, bool(pending))]
     return "\n".join(lines)
+
+
+def column_legend(budget: Budget) -> str:
+    """What the results table's columns hold."""
+    threads = f"{budget.cpus_per_trial:g} thread" + ("" if budget.cpus_per_trial == 1 else "s")
+    return (
+        f"Columns: metrics are mean ± std over the {budget.seeds} seeds on the search's split; best epoch, train "
+        f"s/epoch (training only, validation excluded) are means over the same runs; trials: 'grid' is the "
+        f"space's full grid, 'sample' configurations drawn without replacement; trials capped: trials that ran to "
+        f"the {budget.trial_cap}-epoch cap without early stopping; trial-epochs: epochs trained over every trial; "
+        f"search h (sum) and run h (sum): wall-clock hours of training and validation summed over every trial or "
+        f"run (a trial trains on {threads}, a run on the CPUs its process may use), not the time the comparison "
+        f"took; runs capped: runs (every split) that reached "
+        f"the {budget.max_epochs}-epoch cap."
+    )
 
 
 def better_than_every_other(test: Dict[str, Any], metric: str) -> bool:
@@ -108,8 +125,9 @@ def better_than_every_other(test: Dict[str, Any], metric: str) -> bool:
 
 
 def format_tests(test: Dict[str, Any], partial: bool = False) -> List[str]:
-    """The first model against each other: difference with its interval, relative
-    effect, t-test p, Holm-adjusted p."""
+    """The first model against each other: what the test ran over, the means, the
+    difference with the t-test's interval and the bootstrap's, relative effect, t-test
+    p, Holm-adjusted p."""
     first = test["model"]
     run, family = len(test["comparisons"]), test.get("family", len(test["comparisons"]))
     scope = (
@@ -118,23 +136,37 @@ def format_tests(test: Dict[str, Any], partial: bool = False) -> List[str]:
         f"p = 1, so these adjusted values can only fall"
     )
     lines = [
-        f"{first} against each other model{' finished so far' if partial else ''}, over runs paired by (split, seed): "
-        f"{test['test']} {scope}.",
+        f"{first} against each other model{' finished so far' if partial else ''}: {test['test']} {scope}. "
+        f"Runs pair by (split, seed); 'over' says what one observation of the test is.",
         "",
-        *_header(["vs", "metric", "runs", first, "other", "difference [95% CI]", "relative", "p", "p (Holm)"]),
+        *_header(["vs", "metric", "over", first, "other", "difference [t-test 95% CI]", "bootstrap 95% (runs, users)",
+                  "relative", "p", "p (Holm)"]),  # fmt: skip
     ]
     for t in test["comparisons"]:
         if not t["pairs"]:
-            lines.append(_row([t["against"], t["metric"], "0", "", "", "no paired runs", "", "", ""]))
+            lines.append(_row([t["against"], t["metric"], "no paired runs"] + [""] * 7))
             continue
         relative = "" if t["relative"] is None else f"{100 * t['relative']:+.1f}%"
+        undefined = t["p_value"] is None and (t.get("units") or t["pairs"]) >= 2
         lines.append(_row([
-            t["against"], t["metric"], str(t["pairs"]), f"{t['mean_ours']:.4f}", f"{t['mean_theirs']:.4f}",
-            f"{t['difference']:+.4f} [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}]", relative,
-            "undefined: every run the same gap" if t["p_value"] is None and t["pairs"] >= 2 else _p(t["p_value"]),
-            _p(t["p_holm"]),
+            t["against"], t["metric"], _over(t), f"{t['mean_ours']:.4f}", f"{t['mean_theirs']:.4f}",
+            f"{t['difference']:+.4f} {_interval(t.get('ci_low'), t.get('ci_high'))}".rstrip(),
+            _interval(t.get("boot_low"), t.get("boot_high")), relative,
+            "undefined: every pair the same gap" if undefined else _p(t["p_value"]), _p(t["p_holm"]),
         ]))  # fmt: skip
     return lines
+
+
+def _over(test: Dict[str, Any]) -> str:
+    """``5 seeds, split 2020`` or ``3 splits (15 runs)``."""
+    if test.get("unit") == "split":
+        return f"{test['units']} splits ({test['pairs']} runs)"
+    scope = test.get("scope", "")
+    return f"{test['pairs']} seeds" + (f", {scope}" if scope else "")
+
+
+def _interval(low: Optional[float], high: Optional[float]) -> str:
+    return "" if low is None or high is None else f"[{low:+.4f}, {high:+.4f}]"
 
 
 def _p(value: Optional[float]) -> str:
@@ -241,7 +273,7 @@ def _csv(columns: Sequence[str], rows: Sequence[Dict[str, Any]]) -> str:
 def _summary_csv(summaries: Sequence[ModelSummary], metrics: Sequence[str]) -> str:
     columns = ["model", *[f"{m}_{kind}" for m in metrics for kind in ("mean", "std")], "best_epoch",
                "seconds_per_epoch", "minutes_to_converge", "seeds", "capped_runs", "trials", "plan", "trial_epochs",
-               "search_hours", "best_trial_epochs", "best_trial_capped", "run_hours", "error"]  # fmt: skip
+               "search_hours", "best_trial_epochs", "best_trial_capped", "capped_trials", "run_hours", "error"]  # fmt: skip
     rows = []
     for s in summaries:
         record = {key: value for key, value in asdict(s).items() if key in columns}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import TOY, die_after_validation
 from recbole_kgin.cli import main
+from recbole_kgin.data.checksum import file_sha256
 from recbole_kgin.experiments.compare import run_comparison
 
 
@@ -37,6 +39,11 @@ def test_two_models_produce_every_output(settings, tmp_path, capsys):
     assert len(configs) == 2
     kgin_config = yaml.safe_load((output / "configs" / f"KGIN-{rows[0].config_hash}.yaml").read_text())
     assert kgin_config["context_hops"] == 3 and kgin_config["seed"] == 2020 and kgin_config["model"] == "KGIN"
+    # the record names its data by checksums, never by this machine's folder
+    assert "data_path" not in kgin_config and str(settings["data_path"]) not in (output / "configs" / configs[0]).read_text()
+    toy_files = {p.name: p for p in (Path(settings["data_path"]) / "toy").iterdir()}
+    assert kgin_config["data_checksums"] == {name: file_sha256(path) for name, path in toy_files.items()}
+    assert {"toy.inter", "toy.kg", "toy.link"} <= set(kgin_config["data_checksums"])
 
 
 def test_rerun_skips_finished_models_and_force_recomputes(settings, tmp_path):

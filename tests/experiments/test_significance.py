@@ -21,6 +21,8 @@ def test_a_consistent_gain_over_runs_is_significant_and_keeps_its_sign():
     assert outcome["difference"] == pytest.approx(0.406 - 0.356)
     assert outcome["relative"] == pytest.approx((0.406 - 0.356) / 0.356)
     assert outcome["ci_low"] <= outcome["difference"] <= outcome["ci_high"] and outcome["ci_low"] > 0
+    assert outcome["boot_low"] <= outcome["difference"] <= outcome["boot_high"] and outcome["boot_low"] > 0
+    assert outcome["unit"] == "run" and outcome["units"] == 5 and outcome["splits"] == 1
     reverse = compare_runs(theirs, ours)
     assert reverse["difference"] == pytest.approx(-outcome["difference"]) and reverse["p_value"] == pytest.approx(outcome["p_value"])
 
@@ -35,7 +37,8 @@ def test_runs_pair_by_split_and_seed_not_by_order():
     assert outcome["difference"] == pytest.approx(0.01)
     # every pair the same gap: no variance, the t-test is undefined, never p = 0
     assert outcome["p_value"] is None and outcome["statistic"] is None
-    assert outcome["ci_low"] == pytest.approx(0.01) and outcome["ci_high"] == pytest.approx(0.01)
+    assert outcome["ci_low"] is None and outcome["ci_high"] is None  # the t-test's interval is undefined too
+    assert outcome["boot_low"] == pytest.approx(0.01) and outcome["boot_high"] == pytest.approx(0.01)
     # a run only one model has is left out
     outcome = compare_runs({**ours, (8, 1): {0: 1.0}}, theirs)
     assert outcome["pairs"] == 5
@@ -49,6 +52,58 @@ def test_training_variance_enters_the_test():
     outcome = compare_runs(ours, theirs)
     assert outcome["difference"] > 0 and outcome["p_value"] > 0.05
     assert outcome["ci_low"] < outcome["difference"] < outcome["ci_high"]
+    assert outcome["boot_low"] < outcome["difference"] < outcome["boot_high"]
+
+
+def test_the_interval_is_the_t_tests_own_so_that_it_agrees_with_p():
+    """p < 0.05 exactly where the 95% interval excludes 0, and the interval is the
+    t-distribution's over the run differences (here 5 runs: t(4) quantile 2.776)."""
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        gaps = rng.normal(0.01, 0.01, size=5)
+        ours = runs({(1, s): 0.4 + gap for s, gap in enumerate(gaps, start=1)})
+        theirs = runs({(1, s): 0.4 for s in range(1, 6)})
+        outcome = compare_runs(ours, theirs, samples=200)
+        excludes_zero = outcome["ci_low"] > 0 or outcome["ci_high"] < 0
+        assert excludes_zero == (outcome["p_value"] < 0.05)
+        half = 2.7764451 * np.std(np.round(gaps, 10), ddof=1) / np.sqrt(5)
+        assert outcome["ci_high"] - outcome["ci_low"] == pytest.approx(2 * half, rel=1e-6)
+
+
+def test_runs_on_several_splits_are_tested_over_the_splits_not_as_independent_runs():
+    """Three splits of five seeds: the split moves the gap, the seeds barely do. Over the
+    15 runs as if independent, p would be tiny; the unit is the split (3 observations)."""
+    gap = {1: 0.010, 2: 0.030, 3: 0.002}
+    ours = runs({(split, s): 0.40 + gap[split] + 0.0001 * s for split in gap for s in range(1, 6)})
+    theirs = runs({(split, s): 0.40 for split in gap for s in range(1, 6)})
+    outcome = compare_runs(ours, theirs, samples=500)
+    assert outcome["pairs"] == 15 and outcome["splits"] == 3 and outcome["unit"] == "split" and outcome["units"] == 3
+    split_gaps = [gap[split] + 0.0003 for split in gap]
+    assert outcome["difference"] == pytest.approx(np.mean(split_gaps))
+    from scipy.stats import ttest_1samp, ttest_rel
+
+    assert outcome["p_value"] == pytest.approx(ttest_1samp(split_gaps, 0).pvalue, rel=1e-6)
+    as_if_independent = ttest_rel([run_value(ours[k]) for k in sorted(ours)], [run_value(theirs[k]) for k in sorted(ours)])
+    assert as_if_independent.pvalue < 0.05 < outcome["p_value"]
+    # an unbalanced split (fewer seeds) weighs as one split, like the others
+    fewer = {key: value for key, value in ours.items() if not (key[0] == 2 and key[1] > 1)}
+    assert compare_runs(fewer, theirs, samples=100)["difference"] == pytest.approx(np.mean(split_gaps), abs=1e-4)
+
+
+def test_the_bootstrap_draws_a_splits_users_once_for_all_its_runs():
+    """Runs of one split test the same users, and a user hard for one run is hard for
+    the others. Four runs with the same per-user gaps: one user draw shared by the runs
+    gives the interval of one run; a draw per run would average four independent draws
+    and narrow it (to about two thirds)."""
+    rng = np.random.default_rng(1)
+    gaps = rng.normal(0.01, 0.3, size=400)
+    zero = {u: 0.5 for u in range(400)}
+    one = compare_runs({(1, 1): {u: 0.5 + gaps[u] for u in range(400)}}, {(1, 1): zero}, samples=4000)
+    four = compare_runs(
+        {(1, s): {u: 0.5 + gaps[u] for u in range(400)} for s in range(4)}, {(1, s): zero for s in range(4)}, samples=4000
+    )
+    width = lambda outcome: outcome["boot_high"] - outcome["boot_low"]  # noqa: E731
+    assert width(four) == pytest.approx(width(one), rel=0.08)
 
 
 def test_ties_up_to_float_noise_are_ties():
@@ -60,6 +115,7 @@ def test_ties_up_to_float_noise_are_ties():
     outcome = compare_runs(ours, theirs)
     assert outcome["difference"] == 0.0 and outcome["p_value"] == 1.0 and outcome["statistic"] == 0.0
     assert outcome["ci_low"] == outcome["ci_high"] == 0.0
+    assert outcome["boot_low"] == outcome["boot_high"] == 0.0
 
 
 def test_one_pair_gives_no_p_value_and_none_gives_nothing():
@@ -75,8 +131,8 @@ def test_the_bootstrap_widens_with_user_noise_and_is_reproducible():
     shifted = {key: {u: v + 0.02 for u, v in users.items()} for key, users in base.items()}
     noisy = {key: {u: v + 0.02 + float(rng.normal(0, 0.3)) for u, v in users.items()} for key, users in base.items()}
     tight, wide = compare_runs(shifted, base, seed=1), compare_runs(noisy, base, seed=1)
-    assert tight["ci_high"] - tight["ci_low"] < 1e-9
-    assert wide["ci_high"] - wide["ci_low"] > 0.02
+    assert tight["boot_high"] - tight["boot_low"] < 1e-9
+    assert wide["boot_high"] - wide["boot_low"] > 0.02
     assert compare_runs(noisy, base, seed=1) == wide
 
 

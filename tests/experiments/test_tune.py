@@ -128,6 +128,9 @@ def test_tiny_search_prunes_survives_failures_and_reproduces_the_best(tmp_path, 
     best_file = outcome["best_config_file"]
     values = yaml.safe_load(open(best_file))
     assert values["learning_rate"] == 0.02 and values["node_dropout_rate"] == 0.1
+    # no folder of this machine in the file; the retraining still found the data, outside RecBole's default place
+    assert "data_path" not in values and str(tmp_path / "data") not in open(best_file).read()
+    assert "--config_files" in open(best_file).read() and "--data_path=DIR" in open(best_file).read()
     assert outcome["retrained_valid_score"] == pytest.approx(outcome["best_valid_score"], abs=1e-12)
     assert 0.0 <= outcome["test_result"]["recall@5"] <= 1.0
     assert all(t.seconds > 0 for t in trials if not t.status.startswith("failed"))

@@ -83,17 +83,29 @@ def test_tiny_tuned_comparison_tables_tests_plots_and_redoes_nothing(spaces, toy
     }
     test = outcome["significance"]
     assert test["model"] == "KGIN" and test["best_other"] == "BPR"
-    assert [(t["against"], t["metric"]) for t in test["comparisons"]] == [("BPR", "recall@5"), ("BPR", "ndcg@5")]
+    assert [(t["against"], t["metric"], t["scope"]) for t in test["comparisons"]] == [
+        ("BPR", "recall@5", "split 2020"), ("BPR", "ndcg@5", "split 2020"),
+        ("BPR", "recall@5", "every split"), ("BPR", "ndcg@5", "every split"),
+    ]  # fmt: skip
+    assert test["family"] == 4  # 2 on the search's split, 2 over the splits
+    for t in test["comparisons"][:2]:  # the search's split: its 2 seeds paired, the run is the unit
+        assert (t["pairs"], t["splits"], t["unit"], t["units"]) == (2, 1, "run", 2)
+    for t in test["comparisons"][2:]:  # 2 seeds on 2 splits: the split is the unit
+        assert (t["pairs"], t["splits"], t["unit"], t["units"]) == (4, 2, "split", 2)
     for t in test["comparisons"]:
-        assert t["pairs"] == 4  # 2 seeds on 2 splits, paired
-        assert t["ci_low"] <= t["difference"] <= t["ci_high"]
+        for low, high in (("ci_low", "ci_high"), ("boot_low", "boot_high")):
+            assert t[low] is None or t[low] <= t["difference"] <= t[high]
         assert t["p_value"] is None or 0 <= t["p_value"] <= t["p_holm"] <= 1
     table = (output / "tuned.md").read_text()
     assert table.startswith("Protocol, the same for every model: training batch 2048, embedding size 64; search of 2 trials")
     assert "KGIN and BPR also ran the same seeds on 1 more split(s)." in table
-    assert ("| model | recall@5 | ndcg@5 | best epoch | s/epoch | trials | trial-epochs | search h | best trial: epochs "
-            "| runs | runs capped | run h |") in table
-    assert "±" in table and "| vs | metric | runs | KGIN | other | difference [95% CI] | relative | p | p (Holm) |" in table
+    assert ("| model | recall@5 | ndcg@5 | best epoch | train s/epoch | trials | trials capped | trial-epochs "
+            "| search h (sum) | best trial: epochs | runs | runs capped | run h (sum) |") in table
+    assert "trials capped: trials that ran to the 3-epoch cap without early stopping" in table
+    assert kgin.capped_trials == sum(line.split(",")[-4] == "completed" for line in trials[1:])
+    assert "±" in table and ("| vs | metric | over | KGIN | other | difference [t-test 95% CI] | "
+                             "bootstrap 95% (runs, users) | relative | p | p (Holm) |") in table
+    assert "| BPR | recall@5 | 2 seeds, split 2020 |" in table and "| BPR | ndcg@5 | 2 splits (4 runs) |" in table
     assert "| KGIN | 2020 | 2 |" in table and "| BPR | 2021 | 2 |" in table  # splits
     assert table.count("| KGIN | 2021 | ") == 2 + 1  # every run: seeds 1 and 2, and the split row
     for name in ("curves.png", "comparison.png"):
@@ -170,7 +182,7 @@ def test_cli_prints_the_table_and_the_outputs_of_a_finished_comparison(toy_root,
             f"--data_path={toy_root}"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "| KGIN | 0.2500 ± 0.0100 | 0.1250 ± 0.0200 | 3.5 | 0.20 | 0 () | 0 | 0.00 | 0 | 0 | 1 | 0.00 |" in out
+    assert "| KGIN | 0.2500 ± 0.0100 | 0.1250 ± 0.0200 | 3.5 | 0.20 | 0 () |  | 0 | 0.00 | 0 | 0 | 1 | 0.00 |" in out
     assert f"outputs: {tmp_path}" in out
     assert seen["models"] == ["KGIN"] and (seen["budget"].trials, seen["budget"].seeds, seen["budget"].tune_epochs) == (2, 2, 3)
     assert (seen["budget"].scheduler, seen["budget"].split_seeds, seen["budget"].max_epochs) == ("fifo", 2, 500)
@@ -196,7 +208,7 @@ def test_a_killed_comparison_leaves_the_table_of_the_models_finished_so_far(toy_
     rows = [line.split(" | ")[:2] for line in results.splitlines() if line.startswith("| ") and "---" not in line]
     assert [row[0] for row in rows] == ["| model", "| KGIN", "| BPR", "| KGAT"]
     assert "±" in rows[1][1] and "±" in rows[2][1] and rows[3][1] == "not run yet"
-    assert "KGIN against each other model finished so far, over runs paired by (split, seed)" in table
+    assert "KGIN against each other model finished so far: t-test" in table and "Runs pair by (split, seed)" in table
     document = json.loads((output / "tuned.json").read_text())
     assert document["pending"] == ["KGAT"] and [m["model"] for m in document["models"]] == ["KGIN", "BPR"]
     assert [t["against"] for t in document["significance"]["comparisons"]] == ["BPR", "BPR"]
@@ -244,3 +256,23 @@ def test_processes_sharing_a_folder_skip_what_another_holds_then_wait_for_it(toy
     assert json.loads((output / "tuned.json").read_text())["pending"] == []
     log = "".join(path.read_text() for path in (tmp_path / "log").rglob("*.log"))
     assert "KGIN-seed1: another process is on it; coming back to it at the end" in log
+
+
+def test_a_search_record_without_the_capped_count_reads_it_from_its_trials(tmp_path, monkeypatch):
+    space = tmp_path / "BPR.yaml"
+    space.write_text("learning_rate: {choice: [0.01, 0.02, 0.03]}\n")
+    monkeypatch.setattr(tuned_compare, "resolve_space", lambda name: space)
+    budget = Budget(3, 3, 1, 4)
+    folder = tmp_path / "search"
+    folder.mkdir()
+    key = tuned_compare._search_key(space, "BPR", "toy", budget, {})
+    (folder / "search.json").write_text(json.dumps({"key": key, "trials": 3}))
+    (folder / "trials.csv").write_text(
+        "trial,learning_rate,best_valid_score,epochs_run,status,seconds,node,threads\n"
+        "trial 0,0.01,0.3,3,completed,1.0,n,1\n"
+        "trial 1,0.02,0.2,2,stopped by RecBole (no improvement),1.0,n,1\n"
+        "trial 2,0.03,0.1,3,completed,1.0,n,1\n"
+    )
+    assert tuned_compare.search_model("BPR", "toy", None, {}, budget, folder, force=False)["capped_trials"] == 2
+    (folder / "trials.csv").unlink()
+    assert tuned_compare.search_model("BPR", "toy", None, {}, budget, folder, force=False)["capped_trials"] is None
