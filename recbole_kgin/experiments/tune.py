@@ -37,6 +37,7 @@ own records under ``ray/``.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import shutil
@@ -59,6 +60,7 @@ PLANNED = "planned"  # the one Ray parameter of a planned search: the trial's co
 SCHEDULERS = ("asha", "fifo")
 QUIET = {"show_progress": False, "state": "WARNING"}
 CHECKPOINT_SECONDS = 300.0  # a trial's training time between two checkpoints
+IDENTITY_FILE = "recbole-kgin-search.json"  # beside Ray's records: which search they are of
 TRIAL_CHECKPOINT = "trial.pth"  # the trial's checkpoint is its ``.last`` file (recbole_kgin.runtime.resumable)
 
 
@@ -396,6 +398,30 @@ def _check_options(search: str, scheduler: str, num_samples: int, cpus: float, g
         raise UserInputError(f"--data_on_nodes {data_mode}: choose {' or '.join(MODES)}")
 
 
+def search_identity(
+    space: Dict[str, Any], trial_args: Dict[str, Any], search: str, scheduler: str, max_epochs: int,
+    grace_period: int, num_samples: int,
+) -> str:  # fmt: skip
+    """What makes two searches the same one, as JSON: the space (the planned trials of a
+    random search), the trials' fixed settings (without ``data_path``, which differs
+    from machine to machine for the same data), searcher, scheduler, epoch cap, grace
+    period and samples."""
+    fixed = {key: value for key, value in trial_args["fixed"].items() if key != "data_path"}
+    what = {
+        "model": trial_args["model"], "dataset": trial_args["dataset"], "space": space, "fixed": fixed,
+        "search": search, "scheduler": scheduler, "max_epochs": max_epochs, "grace_period": grace_period,
+        "num_samples": num_samples,
+    }  # fmt: skip
+    return json.dumps(what, sort_keys=True, default=str)
+
+
+def _same_search(experiment: Path, identity: str) -> bool:
+    """Ray's records in ``experiment`` are of the search ``identity`` describes; records
+    without the identity file (written before it was kept) count as the same search."""
+    recorded = experiment / IDENTITY_FILE
+    return not recorded.is_file() or recorded.read_text() == identity
+
+
 def _run_search(
     trial_args: Dict[str, Any], expected: DatasetFiles, data_mode: str, space: Dict[str, Any], search: str,
     scheduler: str, bigger: bool, max_epochs: int, grace_period: int, num_samples: int,
@@ -440,6 +466,14 @@ def _run_search(
         )
         name = f"{trial_args['model']}-{trial_args['dataset']}"
         experiment = ray_folder / name
+        identity = search_identity(space, trial_args, search, scheduler, max_epochs, grace_period, num_samples)
+        if resume and tune.Tuner.can_restore(experiment) and not _same_search(experiment, identity):
+            kept = experiment.with_name(f"{name}.other-search-{time.strftime('%Y%m%d-%H%M%S')}")
+            experiment.rename(kept)
+            logging.getLogger().warning(
+                f"{experiment} holds Ray's records of another search (other space, settings or budget): "
+                f"moved to {kept.name}; this search starts anew"
+            )
         if resume and tune.Tuner.can_restore(experiment):
             forget_missing_checkpoints(experiment)
             tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False)
@@ -448,6 +482,8 @@ def _run_search(
                 trainable, space, trial_scheduler, search_algorithm, mode, num_samples, max_concurrent, search,
                 ray_folder, name,
             )  # fmt: skip
+        experiment.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(experiment / IDENTITY_FILE, identity)
         result_grid = tuner.fit()
         if result_grid.num_terminated + result_grid.num_errors == len(result_grid):  # over, not interrupted
             for finished_checkpoint in experiment.glob("*/checkpoint_*"):

@@ -411,3 +411,25 @@ def test_a_local_ray_offers_trials_only_the_cpus_the_search_may_use(tmp_path, to
         run_tune(path, "BPR", "toy", None, {**TOY, "data_path": str(toy_root)}, output=str(tmp_path / "o"),
                  address="10.0.0.1:6379")
     assert "num_cpus" not in seen  # a cluster's CPUs are its own
+
+
+@pytest.mark.slow
+def test_ray_records_of_another_search_are_kept_aside_never_resumed(tmp_path, toy_root, caplog):
+    """A search resumes from the Ray records in its output folder only if they are of the
+    same search: after the space changed, restoring them would report the old space's
+    trials as the new search's result."""
+    settings = {**TOY, "data_path": str(toy_root), "epochs": 2}
+    arguments = dict(num_samples=1, scheduler="fifo", output=str(tmp_path / "out"), retrain=False, resume=True)
+    first = run_tune(space_file(tmp_path, "learning_rate: {grid: [0.01]}\n"), "BPR", "toy", None, settings, **arguments)
+    assert [t.params["learning_rate"] for t in first["trials"]] == [0.01]
+    changed = space_file(tmp_path, "learning_rate: {grid: [0.02]}\n", "changed.yaml")
+    with caplog.at_level(logging.WARNING):
+        second = run_tune(changed, "BPR", "toy", None, settings, **arguments)
+    assert [t.params["learning_rate"] for t in second["trials"]] == [0.02]
+    (kept,) = (tmp_path / "out" / "ray").glob("BPR-toy.other-search-*")
+    assert list(kept.glob("experiment_state-*.json"))  # the old records, whole
+    assert any("holds Ray's records of another search" in r.getMessage() for r in caplog.records)
+    # the same search again resumes its records: nothing trains
+    third = run_tune(changed, "BPR", "toy", None, settings, **arguments)
+    assert [(t.params, t.epochs_run) for t in third["trials"]] == [(t.params, t.epochs_run) for t in second["trials"]]
+    assert len(list((tmp_path / "out" / "ray").glob("BPR-toy.other-search-*"))) == 1
