@@ -60,6 +60,10 @@ PLANNED = "planned"  # the one Ray parameter of a planned search: the trial's co
 SCHEDULERS = ("asha", "fifo")
 QUIET = {"show_progress": False, "state": "WARNING"}
 CHECKPOINT_SECONDS = 300.0  # a trial's training time between two checkpoints
+# before the Ray node id in a trial's reports: Ray reads its progress.csv back with pandas on
+# restore, and pandas 2.3's CSV reader crashes the process (SIGSEGV) on an id such as
+# 9e2915614309aa6..., which it parses as a float with a huge exponent (pandas issue 62617)
+NODE_TAG = "node-"
 IDENTITY_FILE = "recbole-kgin-search.json"  # beside Ray's records: which search they are of
 TRIAL_CHECKPOINT = "trial.pth"  # the trial's checkpoint is its ``.last`` file (recbole_kgin.runtime.resumable)
 
@@ -120,7 +124,7 @@ def _trainable(
     trainer.saved_model_file = trial_file  # its .last state is what Ray keeps
     latest: Dict[str, float] = {}
     valid_epoch = trainer._valid_epoch
-    node = ray.get_runtime_context().get_node_id()
+    node = NODE_TAG + ray.get_runtime_context().get_node_id()
 
     def remembering_valid_epoch(*args, **kwargs):
         score, result = valid_epoch(*args, **kwargs)
@@ -261,7 +265,7 @@ def _trial_rows(result_grid, max_epochs: int, bigger: bool) -> List[TrialRow]:
             status = "completed"
         config = dict(result.config or {})
         params = dict(config.get(PLANNED, config))
-        node = str(frame["node"].iloc[-1]) if scores and "node" in frame.columns else ""
+        node = str(frame["node"].iloc[-1]).removeprefix(NODE_TAG) if scores and "node" in frame.columns else ""
         threads = int(frame["threads"].iloc[-1]) if scores and "threads" in frame.columns else None
         seconds = float(frame["time_total_s"].iloc[-1]) if scores and "time_total_s" in frame.columns else 0.0
         rows.append(TrialRow(f"trial {index}", params, best, len(scores), status, node, threads, seconds))
@@ -476,6 +480,7 @@ def _run_search(
             )
         if resume and tune.Tuner.can_restore(experiment):
             forget_missing_checkpoints(experiment)
+            tag_node_ids(experiment)
             tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False)
         else:
             tuner = _new_tuner(
@@ -496,6 +501,28 @@ def _run_search(
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = sigint_setting
         if started_here:
             ray.shutdown()
+
+
+def tag_node_ids(experiment: Path) -> int:
+    """Put :data:`NODE_TAG` before every untagged node id in the ``node`` column of the
+    trials' ``progress.csv`` (reports written before ids were tagged), so that restoring
+    the search does not crash pandas; returns the number of files rewritten."""
+    rewritten = 0
+    for progress in experiment.glob("*/progress.csv"):
+        with open(progress, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+        if not rows or "node" not in rows[0]:
+            continue
+        column = rows[0].index("node")
+        untagged = [row for row in rows[1:] if len(row) > column and row[column] and not row[column].startswith(NODE_TAG)]
+        if not untagged:
+            continue
+        for row in untagged:
+            row[column] = NODE_TAG + row[column]
+        with replacing(progress) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows(rows)  # Ray writes it with csv's default line ends
+        rewritten += 1
+    return rewritten
 
 
 def forget_missing_checkpoints(experiment: Path) -> List[str]:

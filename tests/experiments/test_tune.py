@@ -134,6 +134,8 @@ def test_tiny_search_prunes_survives_failures_and_reproduces_the_best(tmp_path, 
     assert outcome["retrained_valid_score"] == pytest.approx(outcome["best_valid_score"], abs=1e-12)
     assert 0.0 <= outcome["test_result"]["recall@5"] <= 1.0
     assert all(t.seconds > 0 for t in trials if not t.status.startswith("failed"))
+    # the reports tag the node id (see tag_node_ids); the rows give it bare
+    assert all(len(t.node) == 56 and not t.node.startswith("node-") for t in trials if not t.status.startswith("failed"))
     table = (tmp_path / "out" / "trials.md").read_text().splitlines()
     assert len(table) == 2 + 8  # header, separator, one row per trial
     assert not [r for r in caplog.records if "is illegal" in r.getMessage()]  # no renaming notice per metric and epoch
@@ -433,3 +435,26 @@ def test_ray_records_of_another_search_are_kept_aside_never_resumed(tmp_path, to
     third = run_tune(changed, "BPR", "toy", None, settings, **arguments)
     assert [(t.params, t.epochs_run) for t in third["trials"]] == [(t.params, t.epochs_run) for t in second["trials"]]
     assert len(list((tmp_path / "out" / "ray").glob("BPR-toy.other-search-*"))) == 1
+
+
+def test_node_ids_in_ray_reports_are_tagged_so_that_a_restore_cannot_crash_pandas(tmp_path):
+    """pandas 2.3 reads the id 9e2915614309aa6... as a float with a huge exponent and
+    crashes the process; Ray reads progress.csv with pandas when a search resumes."""
+    import subprocess
+    import sys
+
+    from recbole_kgin.experiments.tune import NODE_TAG, tag_node_ids
+
+    node = "9e2915614309aa6dce9b949be13f3cd8c12f83bf0f899927f6614315"
+    trial = tmp_path / "BPR-toy" / "_trainable_1"
+    trial.mkdir(parents=True)
+    rows = ["valid_score,epoch,node,threads", f"0.1,1,{node},1", f"0.2,2,{NODE_TAG}{node},1"]
+    (trial / "progress.csv").write_text("\r\n".join(rows) + "\r\n")
+    assert tag_node_ids(tmp_path / "BPR-toy") == 1
+    text = (trial / "progress.csv").read_bytes().decode()
+    assert text == "\r\n".join(["valid_score,epoch,node,threads", f"0.1,1,{NODE_TAG}{node},1",
+                                f"0.2,2,{NODE_TAG}{node},1"]) + "\r\n"  # fmt: skip
+    assert tag_node_ids(tmp_path / "BPR-toy") == 0  # tagged once
+    read = subprocess.run([sys.executable, "-c", "import pandas, sys; print(list(pandas.read_csv(sys.argv[1])['node']))",
+                           str(trial / "progress.csv")], capture_output=True, text=True)  # fmt: skip
+    assert read.returncode == 0 and read.stdout.strip() == str([NODE_TAG + node] * 2)
