@@ -3,7 +3,8 @@
 Importing the package installs the fixes RecBole 1.2.1 needs on current Python packages
 (:mod:`recbole_kgin.compat.fixes`), lets RecBole's KGCN rank all items in item-major form
 (the same scores, up to 10x faster: :mod:`recbole_kgin.compat.kgcn_ranking`), propagates RecBole's
-KGAT over compressed-row matrices (the same math: :mod:`recbole_kgin.compat.kgat_propagation`) and notes torch's
+KGAT and LightGCN over compressed-row matrices (the same math:
+:mod:`recbole_kgin.compat.kgat_propagation`, :mod:`recbole_kgin.compat.lightgcn_propagation`) and notes torch's
 thread count, so that a later ``torch.set_num_threads`` of the user's is respected
 (:mod:`recbole_kgin.runtime.threads`).
 
@@ -13,7 +14,7 @@ thread count, so that a later ``torch.set_num_threads`` of the user's is respect
 
 from typing import TYPE_CHECKING
 
-from recbole_kgin.compat import fixes, kgat_propagation, kgcn_ranking
+from recbole_kgin.compat import fixes, kgat_propagation, kgcn_ranking, lightgcn_propagation
 from recbole_kgin.runtime import threads
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 fixes.apply()
 kgcn_ranking.install()
 kgat_propagation.install()
+lightgcn_propagation.install()
 threads.remember_torch_threads()
 
 __version__ = "0.1.0"

@@ -22,49 +22,11 @@ prints the figures of the machine it runs on).
 
 from __future__ import annotations
 
-from typing import Any, Tuple
-
-import warnings
+from typing import Any
 
 import torch
 
-_PAIR = "_recbole_kgin_csr_pair"  # the attribute of A_in holding (A, A^T) as CSR
-
-
-class ConstantSparseProduct(torch.autograd.Function):
-    """``matrix @ dense`` for a constant sparse ``matrix`` [n, m] (CSR) and a dense
-    [m, d]; the gradient to ``dense`` is ``transpose @ grad`` ([m, n] CSR times [n, d])."""
-
-    @staticmethod
-    def forward(ctx: Any, matrix: torch.Tensor, transpose: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        ctx.transpose = transpose
-        return torch.sparse.mm(matrix, dense)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[None, None, torch.Tensor]:
-        return None, None, torch.sparse.mm(ctx.transpose, grad)
-
-
-def csr_pair(matrix: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(matrix, matrix^T)`` in CSR, computed once per ``matrix`` and kept on it."""
-    pair = getattr(matrix, _PAIR, None)
-    if pair is None:
-        coalesced = matrix.detach().coalesce()
-        with warnings.catch_warnings():  # torch: "Sparse CSR tensor support is in beta state"
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-            pair = (coalesced.to_sparse_csr(), coalesced.t().coalesce().to_sparse_csr())
-        setattr(matrix, _PAIR, pair)
-    return pair
-
-
-def propagate(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-    """``torch.sparse.mm(matrix, dense)`` for KGAT's constant ``A_in`` (COO), through
-    its CSR pair; a matrix that needs gradients itself takes torch's own path."""
-    if matrix.requires_grad or matrix.layout != torch.sparse_coo:
-        return torch.sparse.mm(matrix, dense)
-    forward, transpose = csr_pair(matrix)
-    return ConstantSparseProduct.apply(forward, transpose, dense)
-
+from recbole_kgin.compat.sparse_product import csr_pair, propagate  # noqa: F401  (csr_pair: for tests)
 
 def aggregator_forward(self: Any, norm_matrix: torch.Tensor, ego_embeddings: torch.Tensor) -> torch.Tensor:
     """RecBole's ``Aggregator.forward`` (kgat.py:52-72) with :func:`propagate` for the
