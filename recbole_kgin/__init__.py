@@ -1,7 +1,7 @@
 """recbole-kgin: KGIN (Wang et al., WWW 2021) as a RecBole model plugin.
 
 Importing the package installs the fixes RecBole 1.2.1 needs on current Python packages
-(:mod:`recbole_kgin.compat.fixes`), lets RecBole's KGCN rank all items in item-major form
+(:mod:`recbole_kgin.compat.fixes`), lets RecBole's KGCN and KGNNLS rank all items in item-major form
 (the same scores, up to 10x faster: :mod:`recbole_kgin.compat.kgcn_ranking`), propagates RecBole's
 KGAT and LightGCN over compressed-row matrices (the same math:
 :mod:`recbole_kgin.compat.kgat_propagation`, :mod:`recbole_kgin.compat.lightgcn_propagation`) and notes torch's

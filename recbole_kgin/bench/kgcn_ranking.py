@@ -1,8 +1,8 @@
-"""Time RecBole's KGCN full ranking against the item-major one (recbole_kgin.compat.kgcn_ranking).
+"""Time RecBole's KGCN (or KGNNLS) full ranking against the item-major one (recbole_kgin.compat.kgcn_ranking).
 
-    python -m recbole_kgin.bench.kgcn_ranking --dataset lastfm --data_path=DIR
+    python -m recbole_kgin.bench.kgcn_ranking --dataset lastfm --data_path=DIR [--model KGNNLS]
 
-For each KGCN shape (aggregator, n_iter, neighbor_sample_size) it builds the model once
+For each shape (aggregator, n_iter, neighbor_sample_size) it builds the model once
 (weights drawn away from the initialisation), scores every item for the same users one
 user at a time (a full-ranking batch holds one user when eval_batch_size < 2 x items, as
 with RecBole's default 4096 on lastfm) by RecBole's pairwise path (``KGCN.predict`` on
@@ -35,6 +35,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--data_path", default=None)
+    parser.add_argument("--model", default="KGCN", choices=("KGCN", "KGNNLS"), help="KGCN (default) or KGNNLS")
     parser.add_argument("--users", type=int, default=30, help="users scored per path (default 30)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--shapes", default=";".join(SHAPES), help="aggregator,n_iter,neighbor_sample_size;...")
@@ -46,7 +47,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from recbole_kgin.quick_start import build
 
     torch.set_num_threads(args.threads)
-    print(f"KGCN full ranking on {args.dataset}, {args.users} users one at a time, {args.threads} thread(s)")
+    print(f"{args.model} full ranking on {args.dataset}, {args.users} users one at a time, {args.threads} thread(s)")
     print(f"{'aggregator':>10} {'n_iter':>6} {'K':>3} {'RecBole ms/user':>16} {'item-major ms/user':>19} {'speed-up':>8} {'max |diff|':>10}")
     for shape in args.shapes.split(";"):
         aggregator, n_iter, sample = shape.split(",")
@@ -54,7 +55,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                     "show_progress": False, "state": "WARNING", "cpu_threads": args.threads, "thread_governor": False}
         if args.data_path:
             settings["data_path"] = args.data_path
-        model = build(Config("KGCN", args.dataset, config_dict=settings), saved=False)[2].eval()
+        model = build(Config(args.model, args.dataset, config_dict=settings), saved=False)[2].eval()
         torch.manual_seed(0)
         for parameter in model.parameters():
             torch.nn.init.normal_(parameter, std=0.3)

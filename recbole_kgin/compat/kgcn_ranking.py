@@ -1,4 +1,4 @@
-"""Full ranking for RecBole's KGCN in item-major form: RecBole's scores, computed once per item.
+"""Full ranking for RecBole's KGCN (and KGNNLS) in item-major form: RecBole's scores, computed once per item.
 
 RecBole's ``KGCN.full_sort_predict`` (recbole/model/knowledge_aware_recommender/kgcn.py:327)
 pairs each user with every item and runs ``KGCN.forward`` on the pairs. Each pair looks up
@@ -137,7 +137,14 @@ def full_sort_predict(model: Any, interaction: Any) -> torch.Tensor:
 
 
 def install() -> None:
-    """Make RecBole's KGCN rank with :func:`full_sort_predict`; idempotent."""
+    """Make RecBole's KGCN and KGNNLS rank with :func:`full_sort_predict`; idempotent.
+
+    KGNNLS (Wang et al., KDD 2019) scores with KGCN's aggregation unchanged (its
+    ``aggregate`` is KGCN's, with the neighbour mixing written inline; the label
+    smoothness term enters only its training loss), so the same item-major ranking
+    gives its scores (tests/compat/test_kgcn_ranking.py compares both with RecBole's)."""
     from recbole.model.knowledge_aware_recommender.kgcn import KGCN
+    from recbole.model.knowledge_aware_recommender.kgnnls import KGNNLS
 
     KGCN.full_sort_predict = full_sort_predict
+    KGNNLS.full_sort_predict = full_sort_predict

@@ -13,8 +13,8 @@ from recbole_kgin.config import Config
 from recbole_kgin.quick_start import build
 
 
-def toy_kgcn(toy_root, **settings):
-    config = Config("KGCN", "toy", config_dict={**TOY, "data_path": str(toy_root), **settings})
+def toy_kgcn(toy_root, model_name="KGCN", **settings):
+    config = Config(model_name, "toy", config_dict={**TOY, "data_path": str(toy_root), **settings})
     model = build(config, saved=False)[2]
     for parameter in model.parameters():  # away from the initialisation, so that every term counts
         torch.nn.init.normal_(parameter, std=0.5)
@@ -35,8 +35,24 @@ def ranked(model, users: torch.Tensor) -> torch.Tensor:
 USERS = torch.tensor([1, 5, 9])
 
 
-def test_recbole_kgcn_ranks_with_the_item_major_scores():
+def test_recbole_kgcn_and_kgnnls_rank_with_the_item_major_scores():
+    from recbole.model.knowledge_aware_recommender.kgnnls import KGNNLS
+
     assert KGCN.full_sort_predict is kgcn_ranking.full_sort_predict
+    assert KGNNLS.full_sort_predict is kgcn_ranking.full_sort_predict
+
+
+@pytest.mark.parametrize("aggregator", ["sum", "neighbor", "concat"])
+@pytest.mark.parametrize("n_iter, neighbor_sample_size", [(1, 4), (2, 3)])
+def test_kgnnls_scores_equal_recboles_pairwise_scores(toy_root, aggregator, n_iter, neighbor_sample_size):
+    model = toy_kgcn(toy_root, "KGNNLS", aggregator=aggregator, n_iter=n_iter, neighbor_sample_size=neighbor_sample_size)
+    model.eval()
+    with torch.no_grad():
+        expected = pairwise_scores(model, USERS)
+        scores = ranked(model, USERS)
+    assert scores.shape == (len(USERS) * model.n_items,)
+    assert expected.abs().max() > 1.0
+    assert torch.allclose(scores, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("aggregator", ["sum", "neighbor", "concat"])
