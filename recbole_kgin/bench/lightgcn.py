@@ -15,19 +15,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import torch
 
 from recbole_kgin.bench.provenance import command_line, header, measured_on
-
-
-def _seconds(step: Callable[[object], None], batches: List[object]) -> float:
-    start = time.perf_counter()
-    for batch in batches:
-        step(batch)
-    return (time.perf_counter() - start) / len(batches)
+from recbole_kgin.bench.training_steps import (
+    adam_step, first_batches, largest_difference, loss_and_gradients, seconds_per_batch,
+)
 
 
 def main(argv: Optional[List[str]] = None) -> List[str]:
@@ -53,36 +48,23 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
         settings["data_path"] = args.data_path
     _, (train, _, _), model, _ = build(Config("LightGCN", args.dataset, config_dict=settings), saved=False)
     torch.set_num_threads(args.threads)
-    batches = []
-    for batch in train:
-        batches.append(batch)
-        if len(batches) == args.batches:
-            break
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = first_batches(train, args.batches)
+    step = adam_step(model)
 
-    def step(batch) -> None:
-        optimizer.zero_grad()
-        model.calculate_loss(batch).backward()
-        optimizer.step()
-
-    def loss_and_gradients(forward):
+    def gradients_through(forward):
         LightGCN.forward = forward
-        model.zero_grad()
-        loss = model.calculate_loss(batches[0])
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        return loss_and_gradients(model, batches[0])
 
     recbole_forward = lightgcn_propagation.RECBOLE_LIGHTGCN_FORWARD
-    expected_loss, expected = loss_and_gradients(recbole_forward)
-    loss, gradients = loss_and_gradients(lightgcn_propagation.lightgcn_forward)
-    difference = max([(loss - expected_loss).abs().item()] + [(a - b).abs().max().item() for a, b in zip(gradients, expected)])
+    through_csr = gradients_through(lightgcn_propagation.lightgcn_forward)
+    difference = largest_difference(gradients_through(recbole_forward), through_csr)
     times = {"RecBole": [], "CSR": []}
     try:
         for _ in range(args.rounds):
             for name, forward in (("RecBole", recbole_forward), ("CSR", lightgcn_propagation.lightgcn_forward)):
                 LightGCN.forward = forward
                 step(batches[0])  # warm-up
-                times[name].append(_seconds(step, batches))
+                times[name].append(seconds_per_batch(step, batches))
     finally:
         LightGCN.forward = lightgcn_propagation.lightgcn_forward
     ours, theirs = statistics.median(times["CSR"]), statistics.median(times["RecBole"])
