@@ -137,7 +137,10 @@ def format_tests(test: Dict[str, Any], partial: bool = False) -> List[str]:
     )
     lines = [
         f"{first} against each other model{' finished so far' if partial else ''}: {test['test']} {scope}. "
-        f"Runs pair by (split, seed); 'over' says what one observation of the test is.",
+        f"Runs pair by (split, seed); 'over' says what one observation of the test is. Over seeds on one split "
+        f"the t-test and its interval hold that split's test users fixed (they speak of this test set); the "
+        f"bootstrap also draws the users (and the splits, over several), but with few runs it understates the "
+        f"training part, so neither interval contains the other. Means here are of unrounded per-user values.",
         "",
         *_header(["vs", "metric", "over", first, "other", "difference [t-test 95% CI]", "bootstrap 95% (runs, users)",
                   "relative", "p", "p (Holm)"]),  # fmt: skip
@@ -152,7 +155,7 @@ def format_tests(test: Dict[str, Any], partial: bool = False) -> List[str]:
             t["against"], t["metric"], _over(t), f"{t['mean_ours']:.4f}", f"{t['mean_theirs']:.4f}",
             f"{t['difference']:+.4f} {_interval(t.get('ci_low'), t.get('ci_high'))}".rstrip(),
             _interval(t.get("boot_low"), t.get("boot_high")), relative,
-            "undefined: every pair the same gap" if undefined else _p(t["p_value"]), _p(t["p_holm"]),
+            "undefined: every unit the same gap" if undefined else _p(t["p_value"]), _p(t["p_holm"]),
         ]))  # fmt: skip
     return lines
 

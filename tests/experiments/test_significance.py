@@ -93,17 +93,40 @@ def test_runs_on_several_splits_are_tested_over_the_splits_not_as_independent_ru
 def test_the_bootstrap_draws_a_splits_users_once_for_all_its_runs():
     """Runs of one split test the same users, and a user hard for one run is hard for
     the others. Four runs with the same per-user gaps: one user draw shared by the runs
-    gives the interval of one run; a draw per run would average four independent draws
-    and narrow it (to about two thirds)."""
+    gives the user-sampling interval of those gaps (2 x 1.96 x sd / sqrt(users) wide); a
+    draw per run would average four independent draws and narrow it (to about two
+    thirds)."""
     rng = np.random.default_rng(1)
     gaps = rng.normal(0.01, 0.3, size=400)
     zero = {u: 0.5 for u in range(400)}
-    one = compare_runs({(1, 1): {u: 0.5 + gaps[u] for u in range(400)}}, {(1, 1): zero}, samples=4000)
     four = compare_runs(
         {(1, s): {u: 0.5 + gaps[u] for u in range(400)} for s in range(4)}, {(1, s): zero for s in range(4)}, samples=4000
     )
-    width = lambda outcome: outcome["boot_high"] - outcome["boot_low"]  # noqa: E731
-    assert width(four) == pytest.approx(width(one), rel=0.08)
+    assert four["boot_high"] - four["boot_low"] == pytest.approx(2 * 1.96 * gaps.std() / np.sqrt(400), rel=0.08)
+
+
+def test_a_split_drawn_twice_gets_two_inner_draws():
+    """Two splits, one with no spread at all: a sample that draws the noisy split twice
+    must draw its users twice; reusing one draw for both copies makes them move together
+    and widens the interval."""
+    rng = np.random.default_rng(2)
+    gaps = rng.normal(0.0, 0.3, size=400)
+    zero = {u: 0.5 for u in range(400)}
+    ours = {(1, 1): {u: 0.5 + gaps[u] for u in range(400)}, (1, 2): {u: 0.5 + gaps[u] for u in range(400)},
+            (2, 1): zero, (2, 2): zero}  # fmt: skip
+    theirs = {key: zero for key in ours}
+    outcome = compare_runs(ours, theirs, samples=20000)
+    # the statistic is the mean of two drawn splits' inner means; the noisy split's has sd
+    # s. Simulated: independent inner draws give a 95% width of 2.13 s, one draw reused for
+    # both copies 2.66 s
+    s = gaps.std() / np.sqrt(400)
+    width = outcome["boot_high"] - outcome["boot_low"]
+    assert width == pytest.approx(2.13 * s, rel=0.08) and width < 2.4 * s
+
+
+def test_paired_runs_must_have_tested_the_same_users():
+    with pytest.raises(ValueError, match=r"runs \(1, 1\) of the two models tested different users"):
+        compare_runs({(1, 1): {0: 0.5, 1: 0.4}}, {(1, 1): {0: 0.5, 2: 0.4}})
 
 
 def test_ties_up_to_float_noise_are_ties():
@@ -121,6 +144,7 @@ def test_ties_up_to_float_noise_are_ties():
 def test_one_pair_gives_no_p_value_and_none_gives_nothing():
     one = compare_runs(runs({(1, 1): 0.5}), runs({(1, 1): 0.4}))
     assert one["pairs"] == 1 and one["p_value"] is None and one["difference"] == pytest.approx(0.1)
+    assert one["boot_low"] is None and one["boot_high"] is None  # no training variance to show
     none = compare_runs(runs({(1, 1): 0.5}), runs({(2, 1): 0.4}))
     assert none["pairs"] == 0 and none["difference"] is None and none["p_value"] is None
 

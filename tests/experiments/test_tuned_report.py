@@ -28,7 +28,7 @@ def test_the_tests_line_names_the_planned_family_and_an_undefined_t_test():
     text = "\n".join(format_tests(test, partial=True))
     assert ("Holm over the 6 tests planned, 2 below: until the other 4 have run they count as p = 1, "
             "so these adjusted values can only fall.") in text
-    assert "| CKE | recall@20 | 5 seeds |" in text and "undefined: every pair the same gap" in text
+    assert "| CKE | recall@20 | 5 seeds |" in text and "undefined: every unit the same gap" in text
     test["family"] = 2
     assert "Holm over the 2 tests below." in "\n".join(format_tests(test))
 
