@@ -143,8 +143,8 @@ def compare_runs(
             half = student_t.ppf((1 + CONFIDENCE) / 2, len(groups) - 1) * differences.std(ddof=1) / np.sqrt(len(groups))
             outcome.update(statistic=float(result.statistic), p_value=float(result.pvalue),
                            ci_low=mean_difference - float(half), ci_high=mean_difference + float(half))  # fmt: skip
-    tables = [_user_differences([ours[key] for key in group], [theirs[key] for key in group]) for group in by_split.values()]
     if len(keys) >= 2:  # with one run pair the interval would hold no training variance
+        tables = [_user_differences([ours[k] for k in group], [theirs[k] for k in group]) for group in by_split.values()]
         outcome["boot_low"], outcome["boot_high"] = _bootstrap_interval(tables, seed, samples)
     return outcome
 
