@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from recbole_kgin.model import fused as fused_kernels
+
 _EPS = 1e-8  # the authors' stabiliser, kept at the same places
 
 
@@ -67,9 +69,13 @@ def mutual_information_loss(vectors: torch.Tensor, temperature: float) -> torch.
     return -torch.diagonal(torch.log_softmax(logits, dim=1)).sum()
 
 
-def independence_loss(vectors: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:
-    """Dispatch on ``kind`` in {'distance', 'cosine', 'mi'}."""
+def independence_loss(vectors: torch.Tensor, kind: str, temperature: float, fused: bool = False) -> torch.Tensor:
+    """Dispatch on ``kind`` in {'distance', 'cosine', 'mi'}; ``fused`` (CPU): the
+    distance loss through the fused kernel (:func:`recbole_kgin.model.fused.distance_loss`,
+    the same loss and gradient up to float rounding)."""
     if kind == "distance":
+        if fused and vectors.device.type == "cpu":
+            return fused_kernels.distance_loss(vectors)
         return distance_loss(vectors)
     if kind == "cosine":
         return cosine_loss(vectors)

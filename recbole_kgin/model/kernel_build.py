@@ -2,9 +2,10 @@
 
 :func:`kernel` compiles them with :func:`torch.utils.cpp_extension.load` (a C++
 compiler and ninja; about 40 s once, then cached: a folder per source file, instruction
-set, torch and Python version, under ``TORCH_EXTENSIONS_DIR`` or torch's default), with
-AVX2 and FMA where torch reports the CPU has them and ``-fopenmp``, so the kernels run
-on the OpenMP runtime torch already loaded. Where the build fails it logs one line and
+set, torch and Python version, under ``TORCH_EXTENSIONS_DIR`` or torch's default), for
+the widest vector instructions torch reports the CPU has (AVX-512 or AVX2 with FMA;
+:data:`VECTOR_FLAGS`) and with ``-fopenmp``, so the kernels run on the OpenMP runtime
+torch already loaded. Where the build fails it logs one line and
 returns None; callers then use the torch path. Kept apart from the model package: this
 is build configuration, and its result is cached in module state.
 """
@@ -22,6 +23,14 @@ import torch
 
 SOURCE = Path(__file__).parent / "kernels.cpp"
 EXTENSION_NAME = "recbole_kgin_kernels"
+# Compiler flags per ``torch.backends.cpu.get_cpu_capability()``; other capabilities
+# (no AVX2, other architectures) build without vector flags. AVX-512 halves the KG
+# hops' time against AVX2 where the CPU has it (lastfm, one thread:
+# forward 238 -> 114 us, backward 382 -> 232 us per hop).
+VECTOR_FLAGS = {
+    "AVX2": ["-mavx2", "-mfma"],
+    "AVX512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"],
+}
 
 _module = None
 _failure: Optional[str] = None
@@ -39,14 +48,14 @@ def _put_ninja_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR] + folders)
 
 
-def _build_directory(vector: bool) -> Path:
+def _build_directory(capability: str) -> Path:
     """A build folder per source file (path and content) and instruction set: ninja
     rebuilds whenever the compile command changes, so two checkouts sharing torch's
     default folder would rebuild each other's kernels on every start."""
     from torch.utils.cpp_extension import get_default_build_root
 
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
-    key = f"{SOURCE.resolve()}\n{SOURCE.read_text()}\n{vector}\n{torch.__version__}\n{sys.version}".encode()
+    key = f"{SOURCE.resolve()}\n{SOURCE.read_text()}\n{capability}\n{torch.__version__}\n{sys.version}".encode()
     folder = Path(root) / f"{EXTENSION_NAME}-{hashlib.sha1(key).hexdigest()[:12]}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -61,12 +70,13 @@ def kernel():
 
             _put_ninja_on_path()
 
-            vector = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+            capability = torch.backends.cpu.get_cpu_capability()
+            flags = VECTOR_FLAGS.get(capability, [])
             _module = load(
-                name=EXTENSION_NAME + ("_avx2" if vector else ""),
+                name=EXTENSION_NAME + (f"_{capability.lower()}" if flags else ""),
                 sources=[str(SOURCE)],
-                build_directory=str(_build_directory(vector)),
-                extra_cflags=["-O3", "-fopenmp"] + (["-mavx2", "-mfma"] if vector else []),
+                build_directory=str(_build_directory(capability if flags else "")),
+                extra_cflags=["-O3", "-fno-math-errno", "-fopenmp"] + flags,
                 extra_ldflags=["-fopenmp"],
                 verbose=False,
             )

@@ -156,6 +156,27 @@ std::vector<torch::Tensor> select_edges(torch::Tensor crow, torch::Tensor col, t
   return {new_crow, by_head.first, by_head.second, inv_degree, new_crow_t, by_tail.first, by_tail.second, items_end_t};
 }
 
+// One head's row of the forward, Y[h] = scale * sum_k R[rel[k]] (*) X[col[k]], summed in
+// a local row (D > 0: d = D known at compile time, so the row stays in registers).
+template <typename scalar_t, int D>
+inline void forward_row(const scalar_t* __restrict__ x, const scalar_t* __restrict__ r, const int32_t* __restrict__ cl,
+                        const int32_t* __restrict__ rl, int64_t begin, int64_t end, int64_t n_edges, scalar_t scale,
+                        int64_t d_runtime, scalar_t* __restrict__ out) {
+  const int64_t d = D > 0 ? D : d_runtime;
+  scalar_t acc[D > 0 ? D : 1];
+  scalar_t* __restrict__ sum = D > 0 ? acc : out;
+  for (int64_t j = 0; j < d; ++j) sum[j] = 0;
+  for (int64_t k = begin; k < end; ++k) {
+    if (k + kPrefetchAhead < n_edges) prefetch_row(x + static_cast<int64_t>(cl[k + kPrefetchAhead]) * d, d);
+    const scalar_t* __restrict__ xt = x + static_cast<int64_t>(cl[k]) * d;
+    const scalar_t* __restrict__ rr = r + static_cast<int64_t>(rl[k]) * d;
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) sum[j] += rr[j] * xt[j];
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < d; ++j) out[j] = sum[j] * scale;
+}
+
 // Y[h] = inv_degree[h] * sum_{k in row h} R[rel[k]] (*) X[col[k]] for the first n_rows heads.
 torch::Tensor relational_forward(torch::Tensor X, torch::Tensor R, torch::Tensor crow, torch::Tensor col, torch::Tensor rel,
                                  torch::Tensor inv_degree, int64_t n_rows) {
@@ -164,8 +185,8 @@ torch::Tensor relational_forward(torch::Tensor X, torch::Tensor R, torch::Tensor
   const int64_t d = X.size(1), n_edges = crow.data_ptr<int64_t>()[n_rows];
   auto Y = torch::empty({n_rows, d}, X.options());
   AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "relational_mean_forward", [&] {
-    const scalar_t* __restrict__ x = X.data_ptr<scalar_t>();
-    const scalar_t* __restrict__ r = R.data_ptr<scalar_t>();
+    const scalar_t* x = X.data_ptr<scalar_t>();
+    const scalar_t* r = R.data_ptr<scalar_t>();
     const float* inv = inv_degree.data_ptr<float>();
     const int64_t* cp = crow.data_ptr<int64_t>();
     const int32_t* cl = col.data_ptr<int32_t>();
@@ -173,20 +194,44 @@ torch::Tensor relational_forward(torch::Tensor X, torch::Tensor R, torch::Tensor
     scalar_t* y = Y.data_ptr<scalar_t>();
     parallel_chunks(chunk_bounds(cp, n_rows), [&](int64_t, int64_t begin, int64_t end) {
       for (int64_t h = begin; h < end; ++h) {
-        scalar_t* __restrict__ out = y + h * d;
-        std::fill(out, out + d, scalar_t(0));
-        for (int64_t k = cp[h]; k < cp[h + 1]; ++k) {
-          if (k + kPrefetchAhead < n_edges) prefetch_row(x + static_cast<int64_t>(cl[k + kPrefetchAhead]) * d, d);
-          const scalar_t* __restrict__ xt = x + static_cast<int64_t>(cl[k]) * d;
-          const scalar_t* __restrict__ rr = r + static_cast<int64_t>(rl[k]) * d;
-          for (int64_t j = 0; j < d; ++j) out[j] += rr[j] * xt[j];
-        }
         const scalar_t scale = static_cast<scalar_t>(inv[h]);
-        for (int64_t j = 0; j < d; ++j) out[j] *= scale;
+        if (d == 64) {
+          forward_row<scalar_t, 64>(x, r, cl, rl, cp[h], cp[h + 1], n_edges, scale, d, y + h * d);
+        } else {
+          forward_row<scalar_t, 0>(x, r, cl, rl, cp[h], cp[h + 1], n_edges, scale, d, y + h * d);
+        }
       }
     });
   });
   return Y;
+}
+
+// One tail's row of the backward: dX[t] = seed + sum_k w[head] R[rel] (*) dY[head], summed
+// in a local row (D > 0: in registers), and dR[rel] += w[head] X[t] (*) dY[head].
+template <typename scalar_t, int D>
+inline void backward_row(const scalar_t* __restrict__ gy, const scalar_t* __restrict__ xt, const scalar_t* __restrict__ r,
+                         const float* __restrict__ inv, const int32_t* __restrict__ heads, const int32_t* __restrict__ rl,
+                         int64_t begin, int64_t end, int64_t n_entries, const scalar_t* __restrict__ seed_row,
+                         int64_t d_runtime, scalar_t* __restrict__ gxt, scalar_t* __restrict__ gr) {
+  const int64_t d = D > 0 ? D : d_runtime;
+  scalar_t acc[D > 0 ? D : 1];
+  scalar_t* __restrict__ sum = D > 0 ? acc : gxt;
+  for (int64_t j = 0; j < d; ++j) sum[j] = seed_row ? seed_row[j] : scalar_t(0);
+  for (int64_t k = begin; k < end; ++k) {
+    // (a prefetch never faults: past end it may name a row beyond dY, harmlessly)
+    if (k + kPrefetchAhead < n_entries) prefetch_row(gy + static_cast<int64_t>(heads[k + kPrefetchAhead]) * d, d);
+    const int64_t head = heads[k];
+    const scalar_t wk = static_cast<scalar_t>(inv[head]);
+    const scalar_t* __restrict__ g = gy + head * d;
+    const scalar_t* __restrict__ rr = r + static_cast<int64_t>(rl[k]) * d;
+    scalar_t* __restrict__ grr = gr + static_cast<int64_t>(rl[k]) * d;
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) {
+      sum[j] += wk * rr[j] * g[j];
+      grr[j] += wk * xt[j] * g[j];
+    }
+  }
+  if (D > 0) std::copy(sum, sum + d, gxt);
 }
 
 // By tail: tail t's entries are [crow_t[t], ends[t]) (ends = crow_t[1:] for all heads,
@@ -218,25 +263,11 @@ std::vector<torch::Tensor> relational_backward(torch::Tensor dY, torch::Tensor X
     parallel_chunks(bounds, [&](int64_t chunk, int64_t begin, int64_t end) {
       scalar_t* gr = gr_parts + chunk * n_relations * d;
       for (int64_t t = begin; t < end; ++t) {
-        scalar_t* __restrict__ gxt = gx + t * d;
-        const scalar_t* __restrict__ xt = x + t * d;
-        if (t < n_seeded) {
-          std::copy(seeds + t * d, seeds + (t + 1) * d, gxt);
+        const scalar_t* seed_row = t < n_seeded ? seeds + t * d : nullptr;
+        if (d == 64) {
+          backward_row<scalar_t, 64>(gy, x + t * d, r, inv, heads, rl, cp[t], stop[t], n_entries, seed_row, d, gx + t * d, gr);
         } else {
-          std::fill(gxt, gxt + d, scalar_t(0));
-        }
-        for (int64_t k = cp[t]; k < stop[t]; ++k) {
-          // (a prefetch never faults: past stop[t] it may name a row beyond dY, harmlessly)
-          if (k + kPrefetchAhead < n_entries) prefetch_row(gy + static_cast<int64_t>(heads[k + kPrefetchAhead]) * d, d);
-          const int64_t head = heads[k];
-          const scalar_t wk = static_cast<scalar_t>(inv[head]);
-          const scalar_t* __restrict__ g = gy + head * d;
-          const scalar_t* __restrict__ rr = r + static_cast<int64_t>(rl[k]) * d;
-          scalar_t* __restrict__ grr = gr + static_cast<int64_t>(rl[k]) * d;
-          for (int64_t j = 0; j < d; ++j) {
-            gxt[j] += wk * rr[j] * g[j];
-            grr[j] += wk * xt[j] * g[j];
-          }
+          backward_row<scalar_t, 0>(gy, x + t * d, r, inv, heads, rl, cp[t], stop[t], n_entries, seed_row, d, gx + t * d, gr);
         }
       }
     });
@@ -379,6 +410,115 @@ torch::Tensor dropout_normalize_backward(torch::Tensor grad_out, torch::Tensor o
   return grad;
 }
 
+// KGIN's independence loss between intents (paper Eq. 4-5, the authors' formula):
+//   D_p[i][j] = sqrt(max(x_i^2 - 2 x_i x_j + x_j^2, 0) + eps)      x = row p of V (P, n)
+//   A_p = D_p double-centred, S[p][q] = sum(A_p (*) A_q) / n^2, dCov = sqrt(max(S, 0) + eps)
+//   loss = sum_{p<q} dCov[p][q] / sqrt(dCov[p][p] dCov[q][q] + eps),   eps = 1e-8
+// and its gradient by V, both in one call (float64 inside): about 30 small tensor
+// operations each way on the torch path. The backward is the chain rule through each
+// step; double centring is its own adjoint; max(., 0) passes the gradient where its
+// input is >= 0, as torch's clamp does.
+std::vector<torch::Tensor> distance_loss(torch::Tensor V) {
+  check(V, "vectors");
+  TORCH_CHECK(V.dim() == 2, "vectors must be (intents, n)");
+  const int64_t P = V.size(0), n = V.size(1), nn = n * n;
+  constexpr double eps = 1e-8;
+  auto values = V.to(torch::kFloat64);
+  const double* x = values.data_ptr<double>();
+  const double n2 = static_cast<double>(nn);
+  // A (P, n, n): centred distances; slope (P, n, n): d D / d s = 0.5 / D where s >= 0, else 0
+  std::vector<double> A(P * nn), slope(P * nn), mean(n);
+  for (int64_t p = 0; p < P; ++p) {
+    const double* xp = x + p * n;
+    double* Ap = A.data() + p * nn;
+    double* slope_p = slope.data() + p * nn;
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double xi = xp[i];
+      double sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < n; ++j) {
+        const double square = xi * xi - 2 * xi * xp[j] + xp[j] * xp[j];
+        const double distance = std::sqrt((square > 0 ? square : 0.0) + eps);
+        Ap[i * n + j] = distance;
+        slope_p[i * n + j] = square >= 0 ? 0.5 / distance : 0.0;
+        sum += distance;
+      }
+      mean[i] = sum / n;  // row means; D is symmetric, so its column means too
+      total += sum;
+    }
+    total /= n2;
+    for (int64_t i = 0; i < n; ++i) {
+      const double shift = total - mean[i];
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) Ap[i * n + j] += shift - mean[j];
+    }
+  }
+  std::vector<double> S(P * P), dcov(P * P);
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t q = p; q < P; ++q) {
+      const double* Ap = A.data() + p * nn;
+      const double* Aq = A.data() + q * nn;
+      double sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t k = 0; k < nn; ++k) sum += Ap[k] * Aq[k];
+      S[p * P + q] = S[q * P + p] = sum / n2;
+      dcov[p * P + q] = dcov[q * P + p] = std::sqrt(std::max(sum / n2, 0.0) + eps);
+    }
+  double loss = 0;
+  std::vector<double> grad_dcov(P * P, 0.0);  // by dCov[p][q], p <= q
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t q = p + 1; q < P; ++q) {
+      const double vp = dcov[p * P + p], vq = dcov[q * P + q], c = dcov[p * P + q];
+      const double denominator = std::sqrt(vp * vq + eps);
+      loss += c / denominator;
+      grad_dcov[p * P + q] += 1.0 / denominator;
+      const double by_product = -0.5 * c / (denominator * denominator * denominator);
+      grad_dcov[p * P + p] += by_product * vq;
+      grad_dcov[q * P + q] += by_product * vp;
+    }
+  // by S: the upper triangle and diagonal are the entries the loss reads
+  std::vector<double> grad_S(P * P, 0.0);
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t q = p; q < P; ++q)
+      if (S[p * P + q] >= 0) grad_S[p * P + q] = grad_dcov[p * P + q] * 0.5 / dcov[p * P + q];
+  auto grad = torch::zeros({P, n}, torch::kFloat64);
+  double* gx = grad.data_ptr<double>();
+  std::vector<double> gA(nn);
+  for (int64_t p = 0; p < P; ++p) {
+    std::fill(gA.begin(), gA.end(), 0.0);
+    for (int64_t q = 0; q < P; ++q) {
+      const double weight = grad_S[std::min(p, q) * P + std::max(p, q)] * (p == q ? 2.0 : 1.0) / n2;
+      if (weight == 0) continue;
+      const double* Aq = A.data() + q * nn;
+#pragma omp simd
+      for (int64_t k = 0; k < nn; ++k) gA[k] += weight * Aq[k];
+    }
+    // by D: double centring is its own adjoint (gA is symmetric: row means = column means)
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      double sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < n; ++j) sum += gA[i * n + j];
+      mean[i] = sum / n;
+      total += sum;
+    }
+    total /= n2;
+    // by x: s_ij = x_i^2 - 2 x_i x_j + x_j^2, d s_ij / d x_i = 2 (x_i - x_j); the (j, i)
+    // entry adds as much again (everything here is symmetric in i, j)
+    const double* xp = x + p * n;
+    const double* slope_p = slope.data() + p * nn;
+    for (int64_t i = 0; i < n; ++i) {
+      const double shift = total - mean[i], xi = xp[i];
+      double sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < n; ++j) sum += (gA[i * n + j] + shift - mean[j]) * slope_p[i * n + j] * (xi - xp[j]);
+      gx[p * n + i] = 4 * sum;
+    }
+  }
+  return {torch::tensor(loss, torch::kFloat64).to(V.scalar_type()), grad.to(V.scalar_type())};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("select_edges", &select_edges, "a batch's kept edges, by head and by tail");
   m.def("relational_forward", &relational_forward, "relation-aware KG mean, forward");
@@ -386,4 +526,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("random_words", &random_words, "counter-based random 32-bit words for dropout masks");
   m.def("dropout_normalize_forward", &dropout_normalize_forward, "message dropout + row L2 normalisation");
   m.def("dropout_normalize_backward", &dropout_normalize_backward, "its backward");
+  m.def("distance_loss", &distance_loss, "the intents' distance-correlation loss and its gradient");
 }

@@ -257,7 +257,7 @@ class KGIN(KnowledgeRecommender):
         l2 = (users.pow(2).sum() + positives.pow(2).sum() + negatives.pow(2).sum()) / 2
         l2 = self.reg_weight * l2 / users.shape[0]
         independence = self.sim_regularity * independence_loss(
-            self.independence_vectors(), self.ind, self.temperature
+            self.independence_vectors(), self.ind, self.temperature, self.kg.fused
         )
         return bpr, l2, independence
 

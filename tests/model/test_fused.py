@@ -135,3 +135,35 @@ def test_fused_hop_gives_rows_without_edges_zeros():
     assert torch.equal(items, entity[:2])
     assert out.shape == (6, 4) and torch.equal(out[2:], torch.zeros(4, 4, dtype=torch.float64))
     torch.testing.assert_close(out[0], (relation[0] * entity[3] + relation[1] * entity[4]) / 2)
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape,scale", [((4, 120), 1.0), ((3, 7), 0.1), ((2, 64), 10.0), ((5, 3), 1.0)])
+def test_fused_distance_loss_equals_the_torch_path_with_its_gradient(shape, scale):
+    from recbole_kgin.model.independence import distance_loss, independence_loss
+
+    torch.manual_seed(sum(shape))
+    vectors = (torch.randn(*shape, dtype=torch.float64) * scale).requires_grad_()
+    vectors.data[0, 1] = vectors.data[0, 0]  # a zero distance off the diagonal
+    reference = distance_loss(vectors)
+    (reference_grad,) = torch.autograd.grad(reference, vectors)
+    fused = independence_loss(vectors, "distance", 0.2, fused=True)
+    (fused_grad,) = torch.autograd.grad(3.0 * fused, vectors)
+    assert fused.dtype == vectors.dtype
+    assert torch.allclose(fused, reference, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(fused_grad, 3.0 * reference_grad, rtol=1e-8, atol=1e-10)
+
+
+@needs_kernel
+def test_fused_distance_loss_gradcheck_and_float32():
+    from recbole_kgin.model.fused import distance_loss
+    from recbole_kgin.model.independence import distance_loss as torch_distance_loss
+
+    torch.manual_seed(3)
+    vectors = torch.randn(3, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(distance_loss, (vectors,))
+    single = vectors.detach().float().requires_grad_()
+    loss = distance_loss(single)
+    (grad,) = torch.autograd.grad(loss, single)
+    assert loss.dtype == grad.dtype == torch.float32
+    assert torch.allclose(grad.double(), torch.autograd.grad(torch_distance_loss(vectors), vectors)[0], atol=1e-5)
