@@ -86,6 +86,13 @@ class _DropoutNormalize(torch.autograd.Function):
         return grad, None, None
 
 
+def normalize_eps(rate: float) -> float:
+    """The floor of the row norms after message dropout at ``rate`` (0 = none):
+    F.normalize's 1e-12, times ``1 - rate`` where dropout's rescaling was left out
+    (see :class:`_DropoutNormalize`)."""
+    return _NORMALIZE_EPS * (1.0 - rate) if rate > 0 else _NORMALIZE_EPS
+
+
 def dropout_normalize(x: torch.Tensor, rate: float, fused: bool = False) -> torch.Tensor:
     """Row-wise L2 normalisation of ``x`` after message dropout at ``rate`` (0 = none).
 
@@ -97,7 +104,7 @@ def dropout_normalize(x: torch.Tensor, rate: float, fused: bool = False) -> torc
     if rate <= 0:
         return F.normalize(x)
     lanes = random_lanes(x.shape, x.device, fused)
-    eps = _NORMALIZE_EPS * (1.0 - rate)
+    eps = normalize_eps(rate)
     if fused:
         return fused_kernels.dropout_normalize(x, lanes, keep_threshold(rate), eps)
     keep = (lanes >= keep_threshold(rate)).to(x.dtype)

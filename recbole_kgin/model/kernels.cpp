@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 namespace {
@@ -327,6 +328,35 @@ std::vector<int64_t> row_chunks(int64_t n_rows, int64_t d) {
   return bounds;
 }
 
+// Row sums over 64-wide rows: kLanes partial sums (one vector register of floats),
+// folded by halves at the end. `omp simd reduction` vectorised the loop but left its
+// final adds serial through the stack, which dominated rows this short (the user side
+// 2x slower, measured).
+constexpr int kLanes = 16;  // fold() below is written for 16
+
+template <typename scalar_t>
+inline scalar_t fold(scalar_t* part) {
+  // constant trip counts: unrolled and vectorised (a loop over the width stayed scalar)
+  for (int t = 0; t < 8; ++t) part[t] += part[t + 8];
+  for (int t = 0; t < 4; ++t) part[t] += part[t + 4];
+  for (int t = 0; t < 2; ++t) part[t] += part[t + 2];
+  return part[0] + part[1];
+}
+
+// sum_j a[j] * b[j]
+template <typename scalar_t>
+inline scalar_t dot_row(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, int64_t d) {
+  scalar_t part[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= d; j += kLanes) {
+#pragma omp simd
+    for (int t = 0; t < kLanes; ++t) part[t] += a[j + t] * b[j + t];
+  }
+  scalar_t rest = 0;
+  for (; j < d; ++j) rest += a[j] * b[j];
+  return fold(part) + rest;
+}
+
 // One row of message dropout + normalisation: out = z / max(|z|, eps), z = x * keep;
 // returns the denominator. Written outside AT_DISPATCH: GCC drops a _Pragma inside
 // a macro's arguments, and without `omp simd` the float sum runs one lane at a time
@@ -334,13 +364,23 @@ std::vector<int64_t> row_chunks(int64_t n_rows, int64_t d) {
 template <typename scalar_t>
 inline scalar_t dropout_normalize_row(const scalar_t* __restrict__ x, const int16_t* __restrict__ lane, int32_t cut,
                                       scalar_t eps, int64_t d, scalar_t* __restrict__ out) {
-  scalar_t squares = 0;
-#pragma omp simd reduction(+ : squares)
-  for (int64_t j = 0; j < d; ++j) {
+  scalar_t part[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= d; j += kLanes) {
+#pragma omp simd
+    for (int t = 0; t < kLanes; ++t) {
+      const scalar_t z = x[j + t] * kept<scalar_t>(lane[j + t], cut);
+      out[j + t] = z;
+      part[t] += z * z;
+    }
+  }
+  scalar_t rest = 0;
+  for (; j < d; ++j) {
     const scalar_t z = x[j] * kept<scalar_t>(lane[j], cut);
     out[j] = z;
-    squares += z * z;
+    rest += z * z;
   }
+  const scalar_t squares = fold(part) + rest;
   const scalar_t denominator = std::max(std::sqrt(squares), eps);
   const scalar_t inverse = scalar_t(1) / denominator;
 #pragma omp simd
@@ -354,11 +394,7 @@ template <typename scalar_t>
 inline void dropout_normalize_row_backward(const scalar_t* __restrict__ g, const scalar_t* __restrict__ out,
                                            const int16_t* __restrict__ lane, int32_t cut, scalar_t denominator,
                                            scalar_t eps, int64_t d, scalar_t* __restrict__ grad) {
-  scalar_t projection = 0;
-  if (denominator > eps) {
-#pragma omp simd reduction(+ : projection)
-    for (int64_t j = 0; j < d; ++j) projection += out[j] * g[j];
-  }
+  const scalar_t projection = denominator > eps ? dot_row(out, g, d) : scalar_t(0);
   const scalar_t inverse = scalar_t(1) / denominator;
 #pragma omp simd
   for (int64_t j = 0; j < d; ++j) grad[j] = (g[j] - out[j] * projection) * inverse * kept<scalar_t>(lane[j], cut);
@@ -408,6 +444,274 @@ torch::Tensor dropout_normalize_backward(torch::Tensor grad_out, torch::Tensor o
     });
   });
   return grad;
+}
+
+// KGIN's user side over all hops (paper Eq. 7-8 as the authors' code has it), per batch
+// user u, hop l = 1..L, from e_u^(0) = user0[u]:
+//   m_u = sum_{k in row u} value[k] items_l[col[k]]                 (mean over kept items)
+//   beta_u = softmax_p(e_u^(l-1) . Z_p)                              (latent attention)
+//   e_u^(l) = normalize(dropout(m_u (*) (sum_p beta_up I_p + self)))   (self: 1 or 0)
+//   user_sum[u] = e_u^(0) + sum_l e_u^(l)
+// Rows are independent, so each runs all hops in one pass, in place of about twenty
+// small tensor operations per hop each way. lanes: one (B, d) int16 tensor per hop, or
+// none (no message dropout). Returns user_sum (B, d) and what the backward reads:
+// users (L + 1, B, d) = e^(0..L), means (L, B, d), betas (L, B, P), denominators (L, B).
+// Row helpers of the user side, each a plain function over restrict pointers (the same
+// loops written inline in the chunk lambda compiled to scalar code, 5x slower).
+// out += w * x
+template <typename scalar_t>
+inline void axpy_row(scalar_t* __restrict__ out, scalar_t w, const scalar_t* __restrict__ x, int64_t d) {
+#pragma omp simd
+  for (int64_t j = 0; j < d; ++j) out[j] += w * x[j];
+}
+
+// softmax of P logits, in place
+template <typename scalar_t>
+inline void softmax_row(scalar_t* logits, int64_t P) {
+  scalar_t largest = -std::numeric_limits<scalar_t>::infinity();
+  for (int64_t p = 0; p < P; ++p) largest = std::max(largest, logits[p]);
+  scalar_t norm = 0;
+  for (int64_t p = 0; p < P; ++p) norm += (logits[p] = std::exp(logits[p] - largest));
+  for (int64_t p = 0; p < P; ++p) logits[p] /= norm;
+}
+
+// mixed = self + sum_p beta_p I_p
+template <typename scalar_t>
+inline void mix_intents(scalar_t* __restrict__ mixed, const scalar_t* __restrict__ beta,
+                        const scalar_t* __restrict__ intents, int64_t P, int64_t d, bool self_connection) {
+  std::fill(mixed, mixed + d, self_connection ? scalar_t(1) : scalar_t(0));
+  for (int64_t p = 0; p < P; ++p) axpy_row(mixed, beta[p], intents + p * d, d);
+}
+
+// m = sum_k w[k] items[col[k]] over one user's kept items, summed in a local row (D > 0:
+// in registers), the next rows prefetched (gathers wait on memory).
+template <typename scalar_t, int D>
+inline void mean_row(const int64_t* __restrict__ cl, const float* __restrict__ w, int64_t begin, int64_t end,
+                     const scalar_t* __restrict__ items, int64_t d_runtime, scalar_t* __restrict__ m) {
+  const int64_t d = D > 0 ? D : d_runtime;
+  scalar_t acc[D > 0 ? D : 1];
+  scalar_t* __restrict__ sum = D > 0 ? acc : m;
+  for (int64_t j = 0; j < d; ++j) sum[j] = 0;
+  for (int64_t k = begin; k < end; ++k) {
+    if (k + kPrefetchAhead < end) prefetch_row(items + cl[k + kPrefetchAhead] * d, d);
+    const scalar_t weight = static_cast<scalar_t>(w[k]);
+    const scalar_t* __restrict__ item = items + cl[k] * d;
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) sum[j] += weight * item[j];
+  }
+  if (D > 0) std::copy(sum, sum + d, m);
+}
+
+// Hop l of one user, forward: reads e^(l-1) from users, writes e^(l), the mean, beta and
+// the denominator, and adds e^(l) into sum.
+template <typename scalar_t>
+inline void user_forward_hop(int64_t u, int64_t l, int64_t B, int64_t d, int64_t P, const int64_t* __restrict__ cp,
+                             const int64_t* __restrict__ cl, const float* __restrict__ w,
+                             const scalar_t* __restrict__ items, const scalar_t* __restrict__ z,
+                             const scalar_t* __restrict__ intents, const int16_t* __restrict__ lane, int32_t cut,
+                             scalar_t eps, bool self_connection, scalar_t* __restrict__ mixed,
+                             scalar_t* __restrict__ next, scalar_t* us, scalar_t* ms, scalar_t* bs, scalar_t* ds,
+                             scalar_t* __restrict__ sum) {
+  const scalar_t* previous = us + (l * B + u) * d;
+  scalar_t* m = ms + (l * B + u) * d;
+  if (d == 64) {
+    mean_row<scalar_t, 64>(cl, w, cp[u], cp[u + 1], items, d, m);
+  } else {
+    mean_row<scalar_t, 0>(cl, w, cp[u], cp[u + 1], items, d, m);
+  }
+  scalar_t* beta = bs + (l * B + u) * P;
+  for (int64_t p = 0; p < P; ++p) beta[p] = dot_row(previous, z + p * d, d);
+  softmax_row(beta, P);
+  mix_intents(mixed, beta, intents, P, d, self_connection);
+  for (int64_t j = 0; j < d; ++j) next[j] = m[j] * mixed[j];
+  scalar_t* out = us + ((l + 1) * B + u) * d;
+  ds[l * B + u] = dropout_normalize_row<scalar_t>(next, lane, cut, eps, d, out);
+  axpy_row(sum, scalar_t(1), out, d);
+}
+
+// The forward's rows (outside AT_DISPATCH: GCC drops a pragma inside a macro's arguments).
+template <typename scalar_t>
+void user_side_forward_rows(const std::vector<torch::Tensor>& items, const torch::Tensor& crow, const torch::Tensor& col,
+                            const torch::Tensor& values, const torch::Tensor& latent, const torch::Tensor& intents,
+                            const std::vector<torch::Tensor>& lanes, int32_t cut, double eps, bool self_connection,
+                            torch::Tensor& users, torch::Tensor& means, torch::Tensor& betas,
+                            torch::Tensor& denominators, torch::Tensor& user_sum) {
+  const int64_t L = static_cast<int64_t>(items.size()), B = user_sum.size(0), d = user_sum.size(1), P = latent.size(0);
+  std::vector<const scalar_t*> item_rows;
+  std::vector<const int16_t*> lane_rows;
+  for (auto& t : items) item_rows.push_back(t.data_ptr<scalar_t>());
+  for (auto& t : lanes) lane_rows.push_back(t.data_ptr<int16_t>());
+  const int64_t* cp = crow.data_ptr<int64_t>();
+  const int64_t* cl = col.data_ptr<int64_t>();
+  const float* w = values.data_ptr<float>();
+  const scalar_t* z = latent.data_ptr<scalar_t>();
+  const scalar_t* in = intents.data_ptr<scalar_t>();
+  scalar_t* us = users.data_ptr<scalar_t>();
+  scalar_t* ms = means.data_ptr<scalar_t>();
+  scalar_t* bs = betas.data_ptr<scalar_t>();
+  scalar_t* ds = denominators.data_ptr<scalar_t>();
+  scalar_t* total = user_sum.data_ptr<scalar_t>();
+  parallel_chunks(row_chunks(B, d * (L + 1)), [&](int64_t, int64_t begin, int64_t end) {
+    std::vector<scalar_t> mixed(d), next(d);
+    std::vector<int16_t> all_kept(d, 0);
+    // hop by hop over the chunk's users: one hop's item table at a time stays in cache
+    for (int64_t u = begin; u < end; ++u) std::copy(us + u * d, us + (u + 1) * d, total + u * d);
+    for (int64_t l = 0; l < L; ++l) {
+      for (int64_t u = begin; u < end; ++u) {
+        const int16_t* lane = lane_rows.empty() ? all_kept.data() : lane_rows[l] + u * d;
+        user_forward_hop<scalar_t>(u, l, B, d, P, cp, cl, w, item_rows[l], z, in, lane, cut, static_cast<scalar_t>(eps),
+                                   self_connection, mixed.data(), next.data(), us, ms, bs, ds, total + u * d);
+      }
+    }
+  });
+}
+
+std::vector<torch::Tensor> user_side_forward(torch::Tensor user0, std::vector<torch::Tensor> items, torch::Tensor crow,
+                                             torch::Tensor col, torch::Tensor values, torch::Tensor latent,
+                                             torch::Tensor intents, std::vector<torch::Tensor> lanes, int64_t threshold,
+                                             double eps, bool self_connection) {
+  for (auto* t : {&user0, &crow, &col, &values, &latent, &intents}) check(*t, "argument");
+  const int64_t L = static_cast<int64_t>(items.size()), B = user0.size(0), d = user0.size(1), P = latent.size(0);
+  TORCH_CHECK(lanes.empty() || static_cast<int64_t>(lanes.size()) == L, "lanes: one tensor per hop, or none");
+  for (auto& t : items) check(t, "items");
+  for (auto& t : lanes) check(t, "lanes");
+  TORCH_CHECK(values.scalar_type() == torch::kFloat32 && crow.scalar_type() == torch::kInt64,
+              "values must be float32, crow and col int64");
+  auto users = torch::empty({L + 1, B, d}, user0.options());
+  auto means = torch::empty({L, B, d}, user0.options());
+  auto betas = torch::empty({L, B, P}, user0.options());
+  auto denominators = torch::empty({L, B}, user0.options());
+  auto user_sum = torch::empty({B, d}, user0.options());
+  users[0].copy_(user0);
+  const int32_t cut = lanes.empty() ? -32768 : static_cast<int32_t>(threshold);
+  AT_DISPATCH_FLOATING_TYPES(user0.scalar_type(), "user_side_forward", [&] {
+    user_side_forward_rows<scalar_t>(items, crow, col, values, latent, intents, lanes, cut, eps, self_connection, users,
+                                     means, betas, denominators, user_sum);
+  });
+  return {user_sum, users, means, betas, denominators};
+}
+
+// Its backward from grad_sum (B, d): the gradients of user0 (B, d), of each hop's items
+// (L, n_items, d; through the transposed pattern crow_t, col_t, perm_t), of the latent
+// table Z and of the intents (P, d; per-chunk partial sums added in chunk order).
+// One user's hops, backward (hop L down to 1): the gradient of e^(0) into gu, of each
+// hop's mean into gm, and the user's share of dZ and dI added into gz and gi.
+template <typename scalar_t>
+inline void user_backward_row(int64_t u, int64_t L, int64_t B, int64_t d, int64_t P, const scalar_t* __restrict__ gs,
+                              const scalar_t* us, const scalar_t* ms, const scalar_t* bs, const scalar_t* ds,
+                              const std::vector<const int16_t*>& lane_rows, const int16_t* all_kept, int32_t cut,
+                              scalar_t eps, const scalar_t* __restrict__ z, const scalar_t* __restrict__ intents,
+                              bool self_connection, scalar_t* __restrict__ g, scalar_t* __restrict__ g_next,
+                              scalar_t* __restrict__ h, scalar_t* __restrict__ mixed, scalar_t* __restrict__ g_beta,
+                              scalar_t* __restrict__ gu, scalar_t* gm, scalar_t* __restrict__ gz,
+                              scalar_t* __restrict__ gi) {
+  std::copy(gs + u * d, gs + (u + 1) * d, g);  // by e^(L): from the sum only
+  for (int64_t l = L - 1; l >= 0; --l) {
+    const scalar_t* out = us + ((l + 1) * B + u) * d;
+    const scalar_t* previous = us + (l * B + u) * d;
+    const scalar_t* m = ms + (l * B + u) * d;
+    const scalar_t* beta = bs + (l * B + u) * P;
+    const int16_t* lane = lane_rows.empty() ? all_kept : lane_rows[l] + u * d;
+    dropout_normalize_row_backward<scalar_t>(g, out, lane, cut, ds[l * B + u], eps, d, g_next);
+    mix_intents(mixed, beta, intents, P, d, self_connection);
+    scalar_t* gmean = gm + (l * B + u) * d;
+    for (int64_t j = 0; j < d; ++j) {
+      gmean[j] = g_next[j] * mixed[j];
+      h[j] = g_next[j] * m[j];
+    }
+    scalar_t weighted = 0;
+    for (int64_t p = 0; p < P; ++p) {
+      g_beta[p] = dot_row(h, intents + p * d, d);
+      weighted += beta[p] * g_beta[p];
+      axpy_row(gi + p * d, beta[p], h, d);
+    }
+    // by e^(l-1): from the sum, and through the softmax's logits e^(l-1) . Z_p
+    std::copy(gs + u * d, gs + (u + 1) * d, g);
+    for (int64_t p = 0; p < P; ++p) {
+      const scalar_t g_logit = beta[p] * (g_beta[p] - weighted);
+      axpy_row(gz + p * d, g_logit, previous, d);
+      axpy_row(g, g_logit, z + p * d, d);
+    }
+  }
+  std::copy(g, g + d, gu + u * d);
+}
+
+// The backward's rows (outside AT_DISPATCH, as above).
+template <typename scalar_t>
+void user_side_backward_rows(const torch::Tensor& grad_sum, const torch::Tensor& users, const torch::Tensor& means,
+                             const torch::Tensor& betas, const torch::Tensor& denominators,
+                             const std::vector<torch::Tensor>& lanes, int32_t cut, double eps,
+                             const torch::Tensor& crow_t, const torch::Tensor& col_t, const torch::Tensor& perm_t,
+                             const torch::Tensor& values, int64_t n_items, const torch::Tensor& latent,
+                             const torch::Tensor& intents, bool self_connection, const std::vector<int64_t>& bounds,
+                             torch::Tensor& grad_user, torch::Tensor& grad_means, torch::Tensor& latent_parts,
+                             torch::Tensor& intent_parts, torch::Tensor& grad_items) {
+  const int64_t L = means.size(0), B = grad_sum.size(0), d = grad_sum.size(1), P = latent.size(0);
+  const scalar_t* gs = grad_sum.data_ptr<scalar_t>();
+  const scalar_t* us = users.data_ptr<scalar_t>();
+  const scalar_t* ms = means.data_ptr<scalar_t>();
+  const scalar_t* bs = betas.data_ptr<scalar_t>();
+  const scalar_t* ds = denominators.data_ptr<scalar_t>();
+  const scalar_t* z = latent.data_ptr<scalar_t>();
+  const scalar_t* in = intents.data_ptr<scalar_t>();
+  std::vector<const int16_t*> lane_rows;
+  for (auto& t : lanes) lane_rows.push_back(t.data_ptr<int16_t>());
+  scalar_t* gu = grad_user.data_ptr<scalar_t>();
+  scalar_t* gm = grad_means.data_ptr<scalar_t>();
+  scalar_t* gz_parts = latent_parts.data_ptr<scalar_t>();
+  scalar_t* gi_parts = intent_parts.data_ptr<scalar_t>();
+  parallel_chunks(bounds, [&](int64_t chunk, int64_t begin, int64_t end) {
+    std::vector<scalar_t> g(d), g_next(d), h(d), mixed(d), g_beta(P);
+    std::vector<int16_t> all_kept(d, 0);
+    for (int64_t u = begin; u < end; ++u) {
+      user_backward_row<scalar_t>(u, L, B, d, P, gs, us, ms, bs, ds, lane_rows, all_kept.data(), cut,
+                                  static_cast<scalar_t>(eps), z, in, self_connection, g.data(), g_next.data(), h.data(),
+                                  mixed.data(), g_beta.data(), gu, gm, gz_parts + chunk * P * d,
+                                  gi_parts + chunk * P * d);
+    }
+  });
+  // by each hop's items: A^T gmean, item by item over the transposed pattern
+  const int64_t* cpt = crow_t.data_ptr<int64_t>();
+  const int64_t* clt = col_t.data_ptr<int64_t>();
+  const int64_t* pm = perm_t.data_ptr<int64_t>();
+  const float* w = values.data_ptr<float>();
+  scalar_t* gitems = grad_items.data_ptr<scalar_t>();
+  parallel_chunks(row_chunks(n_items, d * L), [&](int64_t, int64_t begin, int64_t end) {
+    for (int64_t l = 0; l < L; ++l) {
+      const scalar_t* gmean = gm + l * B * d;
+      for (int64_t t = begin; t < end; ++t) {
+        scalar_t* row = gitems + (l * n_items + t) * d;
+        std::fill(row, row + d, scalar_t(0));
+        for (int64_t k = cpt[t]; k < cpt[t + 1]; ++k) axpy_row(row, static_cast<scalar_t>(w[pm[k]]), gmean + clt[k] * d, d);
+      }
+    }
+  });
+}
+
+std::vector<torch::Tensor> user_side_backward(torch::Tensor grad_sum, torch::Tensor users, torch::Tensor means,
+                                              torch::Tensor betas, torch::Tensor denominators,
+                                              std::vector<torch::Tensor> lanes, int64_t threshold, double eps,
+                                              torch::Tensor crow_t, torch::Tensor col_t, torch::Tensor perm_t,
+                                              torch::Tensor values, int64_t n_items, torch::Tensor latent,
+                                              torch::Tensor intents, bool self_connection) {
+  for (auto* t : {&grad_sum, &users, &means, &betas, &denominators, &crow_t, &col_t, &perm_t, &values, &latent, &intents})
+    check(*t, "argument");
+  for (auto& t : lanes) check(t, "lanes");
+  const int64_t L = means.size(0), B = grad_sum.size(0), d = grad_sum.size(1), P = latent.size(0);
+  auto grad_user = torch::empty({B, d}, grad_sum.options());
+  auto grad_means = torch::empty({L, B, d}, grad_sum.options());
+  const auto bounds = row_chunks(B, d * (L + 1));
+  const int64_t chunks = static_cast<int64_t>(bounds.size()) - 1;
+  auto latent_parts = torch::zeros({chunks, P, d}, grad_sum.options());
+  auto intent_parts = torch::zeros({chunks, P, d}, grad_sum.options());
+  auto grad_items = torch::empty({L, n_items, d}, grad_sum.options());
+  const int32_t cut = lanes.empty() ? -32768 : static_cast<int32_t>(threshold);
+  AT_DISPATCH_FLOATING_TYPES(grad_sum.scalar_type(), "user_side_backward", [&] {
+    user_side_backward_rows<scalar_t>(grad_sum, users, means, betas, denominators, lanes, cut, eps, crow_t, col_t, perm_t,
+                                      values, n_items, latent, intents, self_connection, bounds, grad_user, grad_means,
+                                      latent_parts, intent_parts, grad_items);
+  });
+  return {grad_user, grad_items, latent_parts.sum(0), intent_parts.sum(0)};
 }
 
 // KGIN's independence loss between intents (paper Eq. 4-5, the authors' formula):
@@ -526,5 +830,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("random_words", &random_words, "counter-based random 32-bit words for dropout masks");
   m.def("dropout_normalize_forward", &dropout_normalize_forward, "message dropout + row L2 normalisation");
   m.def("dropout_normalize_backward", &dropout_normalize_backward, "its backward");
+  m.def("user_side_forward", &user_side_forward, "the user side of all hops, forward");
+  m.def("user_side_backward", &user_side_backward, "the user side of all hops, backward");
   m.def("distance_loss", &distance_loss, "the intents' distance-correlation loss and its gradient");
 }

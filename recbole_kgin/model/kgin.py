@@ -27,8 +27,9 @@ from recbole_kgin.common.config_checks import (
     positive_number,
     rate,
 )
-from recbole_kgin.model.dropout import dropout_normalize, keep_mask
-from recbole_kgin.model.fused import kernel
+from recbole_kgin.model import dropout as message_dropout
+from recbole_kgin.model.dropout import dropout_normalize, keep_mask, keep_threshold, normalize_eps
+from recbole_kgin.model.fused import kernel, user_side
 from recbole_kgin.model.graph import InteractionGraph, KnowledgeGraph
 from recbole_kgin.model.independence import independence_loss
 
@@ -138,6 +139,8 @@ class KGIN(KnowledgeRecommender):
         self.n_kg_relations = self.n_relations - 2  # minus [PAD] and [UI-Relation]
         fused = config["fused_kernel"] is not False and self.device.type == "cpu" and kernel() is not None
         self.kg = KnowledgeGraph(heads, relations, tails, self.n_entities, self.n_items, fused).to(self.device)
+        # the user side of all hops in one kernel pass (latent attention only)
+        self.fused_user_side = fused and self.intent_attention == "latent"
         inter = dataset.inter_matrix(form="coo")
         self.interactions = InteractionGraph(inter.row, inter.col, self.n_users, self.n_items).to(
             self.device
@@ -211,6 +214,8 @@ class KGIN(KnowledgeRecommender):
         intents = self.intent_embeddings()
         user = self.user_embedding if users is None else self.user_embedding.index_select(0, users)
         entity = self.entity_embedding
+        if self.fused_user_side:
+            return self._propagate_fused(user, entity, relation, intents, kg_batch, inter_batch, message_rate)
         user_sum, item_sum = user, 0
         if self.intent_attention == "intent":
             beta = torch.softmax(user @ intents.t(), dim=1)
@@ -227,6 +232,27 @@ class KGIN(KnowledgeRecommender):
             user = dropout_normalize(user_next, message_rate, self.kg.fused)
             user_sum = user_sum + user
         return user_sum, item_sum + entity  # the last hop's output holds the items only
+
+    def _propagate_fused(self, user, entity, relation, intents, kg_batch, inter_batch, message_rate):
+        """:meth:`forward`'s hops with the fused kernels: the KG hops one by one, then
+        the user side of all hops in one pass (:func:`recbole_kgin.model.fused.user_side`).
+        Message-dropout lanes are drawn in the same order as on the hop-by-hop path
+        (each hop's entities, then its users), so the results are the same."""
+        hop_items, user_lanes, item_sum = [], [], 0
+        for hop in range(1, self.context_hops + 1):
+            entity_next, items = self.kg.aggregate(kg_batch, hop == self.context_hops, entity, relation)
+            item_sum = item_sum + items
+            hop_items.append(items)
+            entity = dropout_normalize(entity_next, message_rate, fused=True)
+            if message_rate > 0:
+                user_lanes.append(message_dropout.random_lanes(user.shape, user.device, fused=True))
+        pattern, values = inter_batch
+        threshold = keep_threshold(message_rate) if message_rate > 0 else 0
+        user_sum = user_side(
+            user, hop_items, pattern, values, self.intent_latent, intents, user_lanes, threshold,
+            normalize_eps(message_rate), self.user_self_connection,
+        )
+        return user_sum, item_sum + entity
 
     def independence_vectors(self) -> torch.Tensor:
         """The rows the independence loss compares: (P, K) logits or (P, d) intents."""

@@ -127,6 +127,72 @@ def test_node_dropout_masks_come_from_the_generator_of_the_models_path(toy_root,
     assert torch.equal(masks["kg"], kg) and torch.equal(masks["inter"], inter)
 
 
+@pytest.mark.parametrize("mess_dropout_rate,self_connection", [(0.3, True), (0.0, True), (0.5, False)])
+def test_fused_user_side_equals_the_hop_by_hop_path(toy_root, mess_dropout_rate, self_connection):
+    """The user side of all hops in one kernel pass gives the hop-by-hop path's losses,
+    gradients and scores from the same seed (its dropout lanes are drawn in the same
+    order)."""
+    model, (train_data, _, _), _ = toy(toy_root, node_dropout_rate=0.4, mess_dropout_rate=mess_dropout_rate,
+                                       user_self_connection=self_connection, context_hops=3, ind="distance")
+    if not model.kg.fused:
+        pytest.skip("the fused kernels could not be built here")
+    assert model.fused_user_side
+    from recbole.utils import KGDataLoaderState
+
+    train_data.set_mode(KGDataLoaderState.RS)
+    batch = next(iter(train_data))
+    results = []
+    for fused_users in (True, False):
+        model.fused_user_side = fused_users
+        model.train()
+        model.zero_grad()
+        torch.manual_seed(9)
+        losses = model.calculate_loss(batch)
+        sum(losses).backward()
+        grads = [parameter.grad.clone() for parameter in model.parameters()]
+        model.eval()
+        scores = model.full_sort_predict(Interaction({"user_id": torch.arange(1, model.n_users)}))
+        results.append((torch.stack(losses).detach(), grads, scores.detach()))
+    (fused_losses, fused_grads, fused_scores), (losses, grads, scores) = results
+    assert torch.allclose(fused_losses, losses, rtol=1e-5, atol=1e-7)
+    for fused_grad, grad in zip(fused_grads, grads):
+        assert torch.count_nonzero(grad) > 0
+        assert torch.allclose(fused_grad, grad, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(fused_scores, scores, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_user_side_gives_the_same_sums_at_any_thread_count(toy_root):
+    from recbole_kgin.model import fused
+
+    model, _, _ = toy(toy_root, context_hops=2)
+    if not model.kg.fused:
+        pytest.skip("the fused kernels could not be built here")
+    model.train()
+    generator = torch.Generator().manual_seed(5)
+    n_users, d = 3000, 64  # enough rows for several chunks
+    user = torch.randn(n_users, d, generator=generator, requires_grad=True)
+    items = [torch.randn(model.n_items, d, generator=generator, requires_grad=True) for _ in range(2)]
+    rows = torch.randint(0, n_users, (20000,), generator=generator)
+    cols = torch.randint(0, model.n_items, (20000,), generator=generator)
+    from recbole_kgin.model.graph import InteractionGraph
+
+    graph = InteractionGraph(rows.numpy(), cols.numpy(), n_users, model.n_items)
+    lanes = [torch.randint(-32768, 32767, (n_users, d), dtype=torch.int16, generator=generator) for _ in range(2)]
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out = fused.user_side(user, items, graph.pattern, graph.full_values, model.intent_latent,
+                                  model.intent_embeddings(), lanes, -6554, 1e-12, True)
+            grads = torch.autograd.grad(out.pow(2).sum(), [user, model.intent_latent, *items])
+            results.append((out.detach(), *grads))
+    finally:
+        torch.set_num_threads(before)
+    for single, many in zip(*results):
+        assert torch.equal(single, many)  # bit for bit: chunks do not follow the thread count
+
+
 def test_no_dropout_in_eval_all_edges_are_used(toy_root):
     model, _, _ = toy(toy_root, node_dropout_rate=0.5, mess_dropout_rate=0.5)
     model.eval()
