@@ -21,10 +21,11 @@ adjusted values can only fall as they arrive.
 
 Ties: run values are rounded to :data:`DECIMALS` places before they are differenced,
 so that two runs equal up to float noise (a mean summed in another order) count as a
-tie, never as a tiny difference of either sign; where every unit ties, the test
-reports p = 1. Where every unit differs by the same nonzero amount the differences
-have no variance and the t-test is undefined: statistic, p and its interval are None,
-never p = 0.
+tie, never as a tiny difference of either sign. Where the units' differences have no
+variance the t-test is undefined, and its interval is None in both such cases: where
+every unit ties, p = 1 (and statistic 0) by convention; where every unit differs by
+the same nonzero amount, statistic and p are None, never p = 0. The bootstrap interval
+is computed either way (the point [d, d] where users and runs all agree).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def compare_runs(
     outcome["relative"] = float(mean_difference / other.mean()) if other.mean() else None
     if len(groups) >= 2:
         if not np.any(differences):
-            outcome.update(statistic=0.0, p_value=1.0, ci_low=0.0, ci_high=0.0)
+            outcome.update(statistic=0.0, p_value=1.0)  # the interval stays None: no variance
         elif not np.all(differences == differences[0]):  # else every unit the same nonzero gap: undefined
             result = ttest_1samp(differences, 0.0)
             half = student_t.ppf((1 + CONFIDENCE) / 2, len(groups) - 1) * differences.std(ddof=1) / np.sqrt(len(groups))
