@@ -97,9 +97,10 @@ class KGIN(KnowledgeRecommender):
     this one does not. Initialisation follows the authors: Xavier-uniform, with
     users and entities drawn as one (U + N, d) table.
 
-    Speed (same math): on CPU each KG hop is one fused kernel pass over the edges
-    (``fused_kernel``, :mod:`recbole_kgin.model.fused`), elsewhere sparse products as
-    embedding bags over fixed patterns; each batch computes only what its loss reaches
+    Speed (same math): on CPU each KG hop is one fused kernel pass over the edges and
+    the user side of all hops one pass each way (``fused_kernel``,
+    :mod:`recbole_kgin.model.fused`), elsewhere sparse products as embedding bags over
+    fixed patterns; each batch computes only what its loss reaches
     (the last hop outputs items only; the user side only the batch's users); see
     :mod:`recbole_kgin.model.graph`.
     """
