@@ -87,10 +87,10 @@ class _DropoutNormalize(torch.autograd.Function):
 
 
 def normalize_eps(rate: float) -> float:
-    """The floor of the row norms after message dropout at ``rate`` (0 = none):
-    F.normalize's 1e-12, times ``1 - rate`` where dropout's rescaling was left out
-    (see :class:`_DropoutNormalize`)."""
-    return _NORMALIZE_EPS * (1.0 - rate) if rate > 0 else _NORMALIZE_EPS
+    """The floor of the row norms after message dropout at ``rate`` in [0, 1): F.normalize's
+    1e-12 times ``1 - rate``, as dropout's rescaling is left out (see
+    :class:`_DropoutNormalize`); at rate 0, F.normalize's own."""
+    return _NORMALIZE_EPS * (1.0 - rate)
 
 
 def dropout_normalize(x: torch.Tensor, rate: float, fused: bool = False) -> torch.Tensor:

@@ -182,7 +182,7 @@ class _FusedUserSide(torch.autograd.Function):
             intents.contiguous(), lanes, threshold, eps, self_connection,
         )
         ctx.pattern, ctx.lanes, ctx.settings = pattern, lanes, (threshold, eps, self_connection)
-        ctx.n_items = items[0].shape[0]
+        ctx.n_items = pattern.shape[1]
         ctx.save_for_backward(users, means, betas, denominators, values, latent, intents)
         return user_sum
 

@@ -248,9 +248,8 @@ class KGIN(KnowledgeRecommender):
             if message_rate > 0:
                 user_lanes.append(message_dropout.random_lanes(user.shape, user.device, fused=True))
         pattern, values = inter_batch
-        threshold = keep_threshold(message_rate) if message_rate > 0 else 0
         user_sum = user_side(
-            user, hop_items, pattern, values, self.intent_latent, intents, user_lanes, threshold,
+            user, hop_items, pattern, values, self.intent_latent, intents, user_lanes, keep_threshold(message_rate),
             normalize_eps(message_rate), self.user_self_connection,
         )
         return user_sum, item_sum + entity

@@ -167,3 +167,18 @@ def test_fused_distance_loss_gradcheck_and_float32():
     (grad,) = torch.autograd.grad(loss, single)
     assert loss.dtype == grad.dtype == torch.float32
     assert torch.allclose(grad.double(), torch.autograd.grad(torch_distance_loss(vectors), vectors)[0], atol=1e-5)
+
+
+def test_independence_loss_takes_the_kernel_on_cpu_only_where_asked(monkeypatch):
+    from recbole_kgin.model import fused
+    from recbole_kgin.model.independence import independence_loss
+
+    calls = []
+    monkeypatch.setattr(fused, "distance_loss", lambda vectors: calls.append(vectors) or vectors.sum())
+    vectors = torch.randn(3, 5)
+    independence_loss(vectors, "distance", 0.2)
+    independence_loss(vectors, "distance", 0.2, fused=False)
+    independence_loss(vectors, "cosine", 0.2, fused=True)
+    assert calls == []
+    independence_loss(vectors, "distance", 0.2, fused=True)
+    assert len(calls) == 1 and calls[0] is vectors

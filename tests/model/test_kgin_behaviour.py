@@ -148,12 +148,14 @@ def test_fused_user_side_equals_the_hop_by_hop_path(toy_root, mess_dropout_rate,
         model.zero_grad()
         torch.manual_seed(9)
         losses = model.calculate_loss(batch)
+        next_draw = torch.rand(1)  # both paths take as many draws from the generator
         sum(losses).backward()
         grads = [parameter.grad.clone() for parameter in model.parameters()]
         model.eval()
         scores = model.full_sort_predict(Interaction({"user_id": torch.arange(1, model.n_users)}))
-        results.append((torch.stack(losses).detach(), grads, scores.detach()))
-    (fused_losses, fused_grads, fused_scores), (losses, grads, scores) = results
+        results.append((torch.stack(losses).detach(), grads, scores.detach(), next_draw))
+    (fused_losses, fused_grads, fused_scores, fused_next), (losses, grads, scores, next_draw) = results
+    assert torch.equal(fused_next, next_draw)
     assert torch.allclose(fused_losses, losses, rtol=1e-5, atol=1e-7)
     for fused_grad, grad in zip(fused_grads, grads):
         assert torch.count_nonzero(grad) > 0
