@@ -177,9 +177,10 @@ class _FusedUserSide(torch.autograd.Function):
     @staticmethod
     def forward(ctx, user, latent, intents, pattern, values, lanes, threshold, eps, self_connection, *items):
         items = [item.contiguous() for item in items]
+        latent, intents, values = latent.contiguous(), intents.contiguous(), values.contiguous()
         user_sum, users, means, betas, denominators = kernel().user_side_forward(
-            user.contiguous(), items, pattern.crow, pattern.col, values, latent.contiguous(),
-            intents.contiguous(), lanes, threshold, eps, self_connection,
+            user.contiguous(), items, pattern.crow, pattern.col, values, latent, intents, lanes, threshold, eps,
+            self_connection,
         )
         ctx.pattern, ctx.lanes, ctx.settings = pattern, lanes, (threshold, eps, self_connection)
         ctx.n_items = pattern.shape[1]

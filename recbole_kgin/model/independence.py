@@ -74,7 +74,7 @@ def independence_loss(vectors: torch.Tensor, kind: str, temperature: float, fuse
     distance loss through the fused kernel (:func:`recbole_kgin.model.fused.distance_loss`,
     the same loss and gradient up to float rounding)."""
     if kind == "distance":
-        if fused and vectors.device.type == "cpu":
+        if fused and vectors.device.type == "cpu" and fused_kernels.kernel() is not None:
             return fused_kernels.distance_loss(vectors)
         return distance_loss(vectors)
     if kind == "cosine":

@@ -577,6 +577,12 @@ std::vector<torch::Tensor> user_side_forward(torch::Tensor user0, std::vector<to
   for (auto& t : lanes) check(t, "lanes");
   TORCH_CHECK(values.scalar_type() == torch::kFloat32 && crow.scalar_type() == torch::kInt64,
               "values must be float32, crow and col int64");
+  TORCH_CHECK(crow.size(0) == B + 1 && values.numel() == col.numel(), "crow must be (B + 1), values one per col");
+  TORCH_CHECK(latent.dim() == 2 && latent.size(1) == d && intents.dim() == 2 && intents.size(0) == P &&
+                  intents.size(1) == d,
+              "latent and intents must be (P, d)");
+  for (auto& t : items) TORCH_CHECK(t.dim() == 2 && t.size(1) == d, "items must be (n_items, d)");
+  for (auto& t : lanes) TORCH_CHECK(t.dim() == 2 && t.size(0) == B && t.size(1) == d, "lanes must be (B, d)");
   auto users = torch::empty({L + 1, B, d}, user0.options());
   auto means = torch::empty({L, B, d}, user0.options());
   auto betas = torch::empty({L, B, P}, user0.options());
@@ -698,6 +704,10 @@ std::vector<torch::Tensor> user_side_backward(torch::Tensor grad_sum, torch::Ten
     check(*t, "argument");
   for (auto& t : lanes) check(t, "lanes");
   const int64_t L = means.size(0), B = grad_sum.size(0), d = grad_sum.size(1), P = latent.size(0);
+  TORCH_CHECK(crow_t.size(0) == n_items + 1 && perm_t.numel() == col_t.numel() && values.numel() == col_t.numel(),
+              "crow_t must be (n_items + 1), perm_t and values one per col_t");
+  TORCH_CHECK(users.size(0) == L + 1 && users.size(1) == B && betas.size(2) == P && intents.size(0) == P,
+              "saved tensors do not match the gradient's shape");
   auto grad_user = torch::empty({B, d}, grad_sum.options());
   auto grad_means = torch::empty({L, B, d}, grad_sum.options());
   const auto bounds = row_chunks(B, d * (L + 1));

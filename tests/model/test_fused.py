@@ -182,3 +182,76 @@ def test_independence_loss_takes_the_kernel_on_cpu_only_where_asked(monkeypatch)
     assert calls == []
     independence_loss(vectors, "distance", 0.2, fused=True)
     assert len(calls) == 1 and calls[0] is vectors
+
+
+def reference_user_side(user, items, pattern_rows, values, latent, intents, keeps, self_connection):
+    """The user side of all hops by plain tensor operations (dense mean matrix)."""
+    total, previous = user, user
+    for hop, item_table in enumerate(items):
+        mean = pattern_rows @ item_table
+        beta = torch.softmax(previous @ latent.t(), dim=1)
+        mixed = beta @ intents + (1.0 if self_connection else 0.0)
+        z = mean * mixed * keeps[hop]
+        previous = z / torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min(1e-12)
+        total = total + previous
+    return total
+
+
+@needs_kernel
+@pytest.mark.parametrize("d,factors,hops,dropout,self_connection", [
+    (20, 3, 2, True, True), (5, 1, 1, False, False), (64, 4, 3, True, False), (20, 3, 1, False, True),
+])
+def test_fused_user_side_equals_dense_operations_and_gradcheck(d, factors, hops, dropout, self_connection):
+    from recbole_kgin.model.fused import user_side
+    from recbole_kgin.model.graph import InteractionGraph
+
+    generator = torch.Generator().manual_seed(d + factors + hops)
+    n_users, n_items = 9, 7
+    rows = torch.randint(0, n_users, (40,), generator=generator)
+    cols = torch.randint(0, n_items, (40,), generator=generator)
+    graph = InteractionGraph(rows.numpy(), cols.numpy(), n_users, n_items)
+    keep = torch.rand(graph.n_edges, generator=generator) > 0.3
+    present = sorted(set(graph.pattern.row.tolist()))
+    keep[graph.pattern.row == present[0]] = False  # a batch user with no kept item
+    batch_users = torch.tensor(present[:6])
+    pattern, values = graph.prepare(keep, batch_users)
+    dense = torch.zeros(len(batch_users), n_items, dtype=torch.float64)
+    for row in range(len(batch_users)):
+        for k in range(int(pattern.crow[row]), int(pattern.crow[row + 1])):
+            dense[row, int(pattern.col[k])] += float(values[k])
+    double = dict(generator=generator, dtype=torch.float64, requires_grad=True)
+    user = torch.randn(len(batch_users), d, **double)
+    latent, intents = torch.randn(factors, d, **double), torch.randn(factors, d, **double)
+    items = [torch.randn(n_items, d, **double) for _ in range(hops)]
+    lanes, keeps, threshold = [], [torch.ones(len(batch_users), d, dtype=torch.float64)] * hops, 0
+    if dropout:
+        lanes = [torch.randint(-32768, 32767, (len(batch_users), d), generator=generator, dtype=torch.int16)
+                 for _ in range(hops)]
+        threshold = -16384
+        keeps = [(lane >= threshold).double() for lane in lanes]
+    fused = user_side(user, items, pattern, values, latent, intents, lanes, threshold, 1e-12, self_connection)
+    expected = reference_user_side(user, items, dense, values, latent, intents, keeps, self_connection)
+    assert torch.allclose(fused, expected, atol=1e-12)
+
+    def through_kernel(user, latent, intents, *items):
+        return user_side(user, list(items), pattern, values, latent, intents, lanes, threshold, 1e-12, self_connection)
+
+    assert torch.autograd.gradcheck(through_kernel, (user, latent, intents, *items))
+    empty = user_side(user[:0], items, graph.prepare(keep, batch_users[:0])[0], values[:0], latent, intents,
+                      [lane[:0] for lane in lanes], threshold, 1e-12, self_connection)
+    assert empty.shape == (0, d)
+
+
+@needs_kernel
+def test_fused_user_side_takes_non_contiguous_tables():
+    from recbole_kgin.model.fused import user_side
+    from recbole_kgin.model.graph import InteractionGraph
+
+    graph = InteractionGraph(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), 3, 3)
+    wide = torch.randn(8, 4, requires_grad=True)
+    latent, intents = wide[::4], wide[1::4]  # (2, 4) views with a row stride of 16
+    assert not latent.is_contiguous() and not intents.is_contiguous()
+    out = user_side(torch.randn(3, 4), [torch.randn(3, 4)], graph.pattern, graph.full_values, latent, intents,
+                    [], 0, 1e-12, True)
+    out.sum().backward()
+    assert wide.grad is not None and torch.count_nonzero(wide.grad) > 0

@@ -187,12 +187,20 @@ def test_fused_user_side_gives_the_same_sums_at_any_thread_count(toy_root):
             torch.set_num_threads(threads)
             out = fused.user_side(user, items, graph.pattern, graph.full_values, model.intent_latent,
                                   model.intent_embeddings(), lanes, -6554, 1e-12, True)
-            grads = torch.autograd.grad(out.pow(2).sum(), [user, model.intent_latent, *items])
+            grads = torch.autograd.grad(out.pow(2).sum(), [user, model.intent_latent, model.intent_logits, *items])
             results.append((out.detach(), *grads))
     finally:
         torch.set_num_threads(before)
     for single, many in zip(*results):
         assert torch.equal(single, many)  # bit for bit: chunks do not follow the thread count
+
+
+@pytest.mark.parametrize("overrides", [dict(intent_attention="intent"), dict(fused_kernel=False)])
+def test_the_fused_user_side_needs_latent_attention_and_the_kernels(toy_root, overrides):
+    model, _, _ = toy(toy_root, **overrides)
+    assert not model.fused_user_side
+    latent, _, _ = toy(toy_root)
+    assert latent.fused_user_side == latent.kg.fused
 
 
 def test_no_dropout_in_eval_all_edges_are_used(toy_root):
