@@ -330,8 +330,8 @@ std::vector<int64_t> row_chunks(int64_t n_rows, int64_t d) {
 
 // Row sums over 64-wide rows: kLanes partial sums (one vector register of floats),
 // folded by halves at the end. `omp simd reduction` vectorised the loop but left its
-// final adds serial through the stack, which dominated rows this short (the user side
-// 2x slower, measured).
+// final adds serial through the stack, which dominated rows this short (the user side's
+// forward of a lastfm batch: 484 us that way, 375 us this way).
 constexpr int kLanes = 16;  // fold() below is written for 16
 
 template <typename scalar_t>
@@ -452,12 +452,15 @@ torch::Tensor dropout_normalize_backward(torch::Tensor grad_out, torch::Tensor o
 //   beta_u = softmax_p(e_u^(l-1) . Z_p)                              (latent attention)
 //   e_u^(l) = normalize(dropout(m_u (*) (sum_p beta_up I_p + self)))   (self: 1 or 0)
 //   user_sum[u] = e_u^(0) + sum_l e_u^(l)
-// Rows are independent, so each runs all hops in one pass, in place of about twenty
-// small tensor operations per hop each way. lanes: one (B, d) int16 tensor per hop, or
-// none (no message dropout). Returns user_sum (B, d) and what the backward reads:
-// users (L + 1, B, d) = e^(0..L), means (L, B, d), betas (L, B, P), denominators (L, B).
+// Rows are independent: each chunk of users runs all hops in one call (forward hop by
+// hop over the chunk, backward user by user), in place of about twenty small tensor
+// operations per hop each way. lanes: one (B, d) int16 tensor per hop, or none (no
+// message dropout). user_side_forward returns user_sum (B, d) and what the backward
+// reads: users (L + 1, B, d) = e^(0..L), means (L, B, d), betas (L, B, P), denominators (L, B).
+
 // Row helpers of the user side, each a plain function over restrict pointers (the same
-// loops written inline in the chunk lambda compiled to scalar code, 5x slower).
+// loops written inline in the chunk lambda compiled to scalar code: the forward of a lastfm
+// batch took 830 us that way, 485 us this way).
 // out += w * x
 template <typename scalar_t>
 inline void axpy_row(scalar_t* __restrict__ out, scalar_t w, const scalar_t* __restrict__ x, int64_t d) {
