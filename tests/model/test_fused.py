@@ -255,3 +255,31 @@ def test_fused_user_side_takes_non_contiguous_tables():
                     [], 0, 1e-12, True)
     out.sum().backward()
     assert wide.grad is not None and torch.count_nonzero(wide.grad) > 0
+
+
+@pytest.mark.parametrize("capability,suffix,flags", [
+    ("AVX512", "_avx512", ["-mavx512f", "-mavx2", "-mfma"]),
+    ("AVX2", "_avx2", ["-mavx2", "-mfma"]),
+    ("DEFAULT", "", []),
+])
+def test_kernels_build_for_the_widest_vector_instructions_torch_reports(monkeypatch, tmp_path, capability, suffix,
+                                                                         flags):
+    import torch.utils.cpp_extension
+
+    from recbole_kgin.model import kernel_build
+
+    calls = []
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", lambda **kwargs: calls.append(kwargs) or "built")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(kernel_build, "_module", None)
+    monkeypatch.setattr(kernel_build, "_failure", None)
+    assert kernel_build.kernel() == "built"
+    (call,) = calls
+    assert call["name"] == kernel_build.EXTENSION_NAME + suffix
+    for flag in flags:
+        assert flag in call["extra_cflags"]
+    if not flags:
+        assert not any(flag.startswith("-mavx") or flag == "-mfma" for flag in call["extra_cflags"])
+    others = {kernel_build._build_directory(other) for other in ("AVX512", "AVX2", "")}
+    assert len(others) == 3 and call["build_directory"] == str(kernel_build._build_directory(capability if flags else ""))
